@@ -1,0 +1,16 @@
+"""monai-hyperconv: implicit-kernel convolutions (hyper-convolutions, adaptive kernels, scale-space
+hypernetworks) as MONAI components.
+
+Importing the package registers ``Conv["HYPER", d]`` and ``Conv["ADAPTIVE", d]`` in MONAI's
+layer factory. ``bake`` reduces any model to plain convs; ``convert`` swaps the convs of any
+network for generated ones.
+"""
+
+from .layers import AdaptiveConv, GeneratedConv, HyperConv, bake, convert, get_conv_type, register_generated_conv
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GeneratedConv", "HyperConv", "AdaptiveConv", "bake", "convert", "get_conv_type", "register_generated_conv",
+    "__version__",
+]

@@ -1,0 +1,363 @@
+"""The one home of the package's idea: a convolution whose kernel is computed, not stored.
+
+:class:`GeneratedConv` owns everything a convolution needs *except* its weight: stride,
+padding (including ``"same"`` and non-zero padding modes), dilation, groups, transposition and
+the functional call. Subclasses only say how the kernel is produced
+(:meth:`GeneratedConv.generate_weight`); everything else -- baking to a plain ``nn.ConvNd``,
+conversion of existing networks, registration in MONAI's ``Conv`` factory -- works for any
+subclass without knowing which one it is.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["GeneratedConv", "dim_variant", "ensure_tuple_dims", "conv_class", "conv_transpose_class"]
+
+_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONVT_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+_CONV_CLS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_CONVT_CLS = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+
+
+def conv_class(spatial_dims: int) -> type:
+    """``nn.Conv{1,2,3}d`` for ``spatial_dims``."""
+    return _CONV_CLS[_check_dims(spatial_dims)]
+
+
+def conv_transpose_class(spatial_dims: int) -> type:
+    """``nn.ConvTranspose{1,2,3}d`` for ``spatial_dims``."""
+    return _CONVT_CLS[_check_dims(spatial_dims)]
+
+
+def _check_dims(spatial_dims) -> int:
+    if spatial_dims not in (1, 2, 3) or isinstance(spatial_dims, bool):
+        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}.")
+    return int(spatial_dims)
+
+
+def ensure_tuple_dims(value, spatial_dims: int, name: str) -> Tuple[int, ...]:
+    """Expand an int (or a length-``spatial_dims`` sequence) into a tuple, naming ``name`` on error."""
+    if isinstance(value, (int,)) and not isinstance(value, bool):
+        return (int(value),) * spatial_dims
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        vals = tuple(value)
+        if len(vals) == 1:
+            vals = vals * spatial_dims
+        if len(vals) == spatial_dims and all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+            return tuple(int(v) for v in vals)
+    raise ValueError(f"{name} must be an int or a sequence of {spatial_dims} ints, got {value!r}.")
+
+
+class GeneratedConv(nn.Module):
+    """Base class of convolutions whose kernel is produced by a generator at run time.
+
+    The constructor takes MONAI's convention ``(spatial_dims, in_channels, out_channels, ...)``
+    and ``nn.ConvNd``'s semantics for ``kernel_size``, ``stride``, ``padding`` (int, tuple,
+    ``"same"`` or ``"valid"``), ``dilation``, ``groups``, ``bias`` and ``padding_mode``.
+    With ``transposed=True`` it behaves as ``nn.ConvTransposeNd`` (``output_padding`` then applies).
+
+    Subclasses implement :meth:`generate_weight`; they may override :meth:`generate_bias` (the
+    default returns the stored ``bias`` parameter).
+
+    Kernel caching: a kernel is generated once per forward. In addition, when autograd is off
+    (``torch.no_grad()``/``inference_mode``, e.g. evaluation), the generated kernel is cached and
+    reused until a parameter of the layer changes (in-place update, ``load_state_dict``, device or
+    dtype move), so repeated inference costs the same as a plain conv.
+
+    Args:
+        spatial_dims: 1, 2 or 3.
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: int or per-dimension tuple.
+        stride, padding, dilation, groups, bias, padding_mode, output_padding: as ``nn.ConvNd``
+            / ``nn.ConvTransposeNd``.
+        transposed: behave as a transposed convolution.
+        odd_kernel: require an odd kernel size in every dimension (generators defined on a grid
+            centred at the origin need it).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Union[int, Sequence[int]] = 3,
+        stride: Union[int, Sequence[int]] = 1,
+        padding: Union[int, Sequence[int], str] = 0,
+        dilation: Union[int, Sequence[int]] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        transposed: bool = False,
+        output_padding: Union[int, Sequence[int]] = 0,
+        odd_kernel: bool = True,
+    ) -> None:
+        super().__init__()
+        d = _check_dims(spatial_dims)
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}.")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})."
+            )
+        ks = ensure_tuple_dims(kernel_size, d, "kernel_size")
+        if any(k < 1 for k in ks):
+            raise ValueError(f"kernel_size must be positive, got {kernel_size!r}.")
+        if odd_kernel and any(k % 2 == 0 for k in ks):
+            raise ValueError(
+                f"kernel_size must be odd in every dimension for {type(self).__name__} "
+                f"(its kernel grid is centred on the origin), got {kernel_size!r}."
+            )
+        self.spatial_dims = d
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = ks
+        self.stride = ensure_tuple_dims(stride, d, "stride")
+        self.dilation = ensure_tuple_dims(dilation, d, "dilation")
+        if any(s < 1 for s in self.stride) or any(s < 1 for s in self.dilation):
+            raise ValueError(f"stride and dilation must be >= 1, got {stride!r}, {dilation!r}.")
+        self.groups = groups
+        self.transposed = bool(transposed)
+        self.output_padding = ensure_tuple_dims(output_padding, d, "output_padding")
+        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise ValueError(f"padding_mode must be zeros, reflect, replicate or circular, got {padding_mode!r}.")
+        if self.transposed and padding_mode != "zeros":
+            raise ValueError("Only padding_mode='zeros' is supported for transposed convolutions.")
+        self.padding_mode = padding_mode
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"padding must be an int, a tuple, 'same' or 'valid', got {padding!r}.")
+            if padding == "same" and (self.transposed or any(s != 1 for s in self.stride)):
+                raise ValueError("padding='same' is not supported for strided or transposed convolutions.")
+            self.padding: Union[str, Tuple[int, ...]] = padding
+            if padding == "same":
+                # as nn.ConvNd: total padding d*(k-1), the extra pixel on the right
+                rev = []
+                for dil, k in zip(self.dilation, self.kernel_size):
+                    total = dil * (k - 1)
+                    left = total // 2
+                    rev = [left, total - left] + rev
+                self._reversed_padding_repeated_twice = rev
+            else:
+                self._reversed_padding_repeated_twice = [0, 0] * d
+        else:
+            self.padding = ensure_tuple_dims(padding, d, "padding")
+            self._reversed_padding_repeated_twice = [p for p in reversed(self.padding) for _ in range(2)]
+        if bias:
+            self.bias: Optional[nn.Parameter] = nn.Parameter(torch.zeros(out_channels))
+        else:
+            self.register_parameter("bias", None)
+        self._cache_key: Optional[tuple] = None
+        self._cache: Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]] = None
+
+    # ------------------------------------------------------------------ generator interface
+    @property
+    def weight_shape(self) -> Tuple[int, ...]:
+        """Shape of the generated kernel, as the matching ``nn.ConvNd``'s ``weight``."""
+        if self.transposed:
+            return (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+
+    @property
+    def fan_in(self) -> int:
+        """Fan-in of the equivalent ordinary convolution (``c_in / groups * prod(k)``)."""
+        return (self.in_channels // self.groups) * math.prod(self.kernel_size)
+
+    def generate_weight(self) -> torch.Tensor:
+        """Return the kernel, shaped :attr:`weight_shape`. Subclasses implement it."""
+        raise NotImplementedError
+
+    def generate_bias(self) -> Optional[torch.Tensor]:
+        """Return the bias (``None`` for no bias). Default: the stored ``bias`` parameter."""
+        return self.bias
+
+    def fit_to_kernel(self, target: torch.Tensor, steps: int = 200, lr: float = 1e-2) -> float:
+        """Fit this layer's generator so its kernel reproduces ``target`` (L2), in place.
+
+        The default runs ``steps`` Adam steps on every parameter except the bias; subclasses
+        start from a closed-form solution where one exists.
+
+        Args:
+            target: a kernel shaped :attr:`weight_shape`.
+            steps: optimisation steps.
+            lr: Adam learning rate.
+
+        Returns:
+            The relative L2 error ``||K_gen - target|| / ||target||`` after fitting.
+        """
+        target = target.detach().to(self.bias.device if self.bias is not None else target.device)
+        if tuple(target.shape) != self.weight_shape:
+            raise ValueError(f"target kernel shape {tuple(target.shape)} != weight shape {self.weight_shape}.")
+        params = [p for n, p in self.named_parameters() if n != "bias" and p.requires_grad]
+        if steps > 0 and params:
+            opt = torch.optim.Adam(params, lr=lr)
+            scale = target.pow(2).mean().clamp_min(1e-12)
+            best = None
+            for _ in range(steps):
+                opt.zero_grad()
+                loss = (self.generate_weight() - target).pow(2).mean() / scale
+                loss.backward()
+                opt.step()
+                # keep the best state, so fitting never makes the closed-form start worse
+                if best is None or loss.item() < best[0]:
+                    best = (loss.item(), {k: v.detach().clone() for k, v in self.state_dict().items()})
+            final = (self.generate_weight() - target).pow(2).mean().item() / scale.item()
+            if best is not None and best[0] < final:
+                self.load_state_dict(best[1])
+        return self.relative_kernel_error(target)
+
+    @torch.no_grad()
+    def relative_kernel_error(self, target: torch.Tensor) -> float:
+        """``||K_gen - target|| / ||target||`` (eps-guarded)."""
+        w = self.generate_weight()
+        return float((w - target).norm() / target.norm().clamp_min(1e-12))
+
+    # ------------------------------------------------------------------ weight with caching
+    def _version_key(self) -> tuple:
+        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters()) + tuple(
+            (b.data_ptr(), b._version) for b in self.buffers()
+        )
+
+    def weight_and_bias(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The kernel and bias for this forward; cached while autograd is off and parameters are unchanged."""
+        if torch.is_grad_enabled() or torch.jit.is_scripting() or _compiling():
+            self._cache = None
+            return self.generate_weight(), self.generate_bias()
+        key = self._version_key()
+        if self._cache is None or self._cache_key != key:
+            self._cache = (self.generate_weight(), self.generate_bias())
+            self._cache_key = key
+        return self._cache
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The current kernel (generated), so code that reads ``conv.weight`` keeps working."""
+        return self.generate_weight()
+
+    def _apply(self, fn, *args, **kwargs):
+        self._cache = None
+        return super()._apply(fn, *args, **kwargs)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, output_size: Optional[Sequence[int]] = None) -> torch.Tensor:
+        if x.dim() != self.spatial_dims + 2:
+            raise ValueError(
+                f"{type(self).__name__} expects a {self.spatial_dims + 2}-D input (batch, channel, spatial...), "
+                f"got shape {tuple(x.shape)}."
+            )
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, got {x.shape[1]}.")
+        w, b = self.weight_and_bias()
+        if w.dtype != x.dtype and not torch.is_autocast_enabled():
+            w = w.to(x.dtype)
+            b = None if b is None else b.to(x.dtype)
+        if self.transposed:
+            out_pad = self.output_padding
+            if output_size is not None:
+                out_pad = self._output_padding_for(x, output_size)
+            return _CONVT_FN[self.spatial_dims](
+                x, w, b, self.stride, self.padding, out_pad, self.groups, self.dilation
+            )
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return _CONV_FN[self.spatial_dims](x, w, b, self.stride, 0, self.dilation, self.groups)
+        return _CONV_FN[self.spatial_dims](x, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+    def _output_padding_for(self, x: torch.Tensor, output_size: Sequence[int]) -> Tuple[int, ...]:
+        size = list(output_size)[-self.spatial_dims :]
+        out = []
+        for i in range(self.spatial_dims):
+            base = (
+                (x.shape[i + 2] - 1) * self.stride[i]
+                - 2 * self.padding[i]  # type: ignore[index]
+                + self.dilation[i] * (self.kernel_size[i] - 1)
+                + 1
+            )
+            op = size[i] - base
+            if not 0 <= op < max(self.stride[i], self.dilation[i]):
+                raise ValueError(f"output_size {tuple(output_size)} is not reachable from input {tuple(x.shape)}.")
+            out.append(op)
+        return tuple(out)
+
+    # ------------------------------------------------------------------ baking
+    @torch.no_grad()
+    def to_conv(self) -> nn.Module:
+        """A plain ``nn.ConvNd`` (or ``nn.ConvTransposeNd``) whose output equals this layer's.
+
+        The generated kernel is computed once and stored as an ordinary parameter; the result
+        depends on torch only.
+        """
+        w, b = self.generate_weight(), self.generate_bias()
+        if self.transposed:
+            conv = _CONVT_CLS[self.spatial_dims](
+                self.in_channels,
+                self.out_channels,
+                self.kernel_size,
+                stride=self.stride,
+                padding=self.padding,
+                output_padding=self.output_padding,
+                groups=self.groups,
+                bias=b is not None,
+                dilation=self.dilation,
+            )
+        else:
+            conv = _CONV_CLS[self.spatial_dims](
+                self.in_channels,
+                self.out_channels,
+                self.kernel_size,
+                stride=self.stride,
+                padding=self.padding,
+                dilation=self.dilation,
+                groups=self.groups,
+                bias=b is not None,
+                padding_mode=self.padding_mode,
+            )
+        conv = conv.to(device=w.device, dtype=w.dtype)
+        conv.weight.copy_(w.detach())
+        if b is not None:
+            conv.bias.copy_(b.detach())  # type: ignore[union-attr]
+        conv.train(self.training)
+        return conv
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0,) * self.spatial_dims:
+            s += f", padding={self.padding}"
+        if self.dilation != (1,) * self.spatial_dims:
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.transposed:
+            s += ", transposed=True"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
+        return s
+
+
+def dim_variant(base: type, dims: int) -> type:
+    """A ``nn.ConvNd``-signature subclass ``(in, out, kernel_size, stride, padding, ...)`` of ``base``."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode="zeros", **kwargs):
+        base.__init__(self, dims, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                      padding_mode, **kwargs)
+
+    name = f"{base.__name__}{dims}d"
+    doc = f"{dims}-D :class:`{base.__name__}` with ``nn.Conv{dims}d``'s constructor signature (for MONAI's ``Conv`` factory)."
+    return type(name, (base,), {"__init__": __init__, "__doc__": doc, "__module__": base.__module__})
+
+
+def _compiling() -> bool:
+    try:
+        return bool(torch.compiler.is_compiling())
+    except AttributeError:  # pragma: no cover - older torch
+        return False
