@@ -136,7 +136,7 @@ class AdaptiveConv(GeneratedConv):
         w = self.weight_param.view(g, -1, co, *self.kernel_size)
         return (w * u.view(g, 1, co, *self.kernel_size)).view(self.weight_shape)
 
-    def fit_to_kernel(self, target: torch.Tensor, steps: int = 0, lr: float = 1e-2) -> float:
+    def fit_to_kernel(self, target: torch.Tensor, steps: int = 0, lr: float = 1e-2) -> float:  # noqa: ARG002
         """Reproduce ``target`` exactly: ``W = target / U`` (the envelope is strictly positive).
 
         Returns the relative L2 error (float rounding only, unless the envelope underflows).
@@ -152,7 +152,8 @@ class AdaptiveConv(GeneratedConv):
                 u = u.view(g, 1, co, *self.kernel_size).expand(g, self.in_channels // g, co, *self.kernel_size)
                 u = u.reshape(self.weight_shape)
             self.weight_param.copy_(target.to(self.weight_param) / u.clamp_min(1e-12))
-        return super().fit_to_kernel(target, steps=steps, lr=lr)
+        # already optimal: no gradient steps (``steps`` is accepted for a uniform interface)
+        return self.relative_kernel_error(target)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", sigma_bounds={tuple(round(b, 4) for b in self.sigma_bounds)}"

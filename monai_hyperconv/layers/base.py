@@ -199,18 +199,21 @@ class GeneratedConv(nn.Module):
         if steps > 0 and params:
             opt = torch.optim.Adam(params, lr=lr)
             scale = target.pow(2).mean().clamp_min(1e-12)
-            best = None
-            for _ in range(steps):
+            best_loss, best_state = float("inf"), None
+            for _ in range(steps + 1):
                 opt.zero_grad()
                 loss = (self.generate_weight() - target).pow(2).mean() / scale
+                # keep the best parameters seen (before the step that follows), so fitting
+                # never ends worse than its closed-form start
+                if loss.item() < best_loss:
+                    best_loss = loss.item()
+                    best_state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+                if _ == steps:
+                    break
                 loss.backward()
                 opt.step()
-                # keep the best state, so fitting never makes the closed-form start worse
-                if best is None or loss.item() < best[0]:
-                    best = (loss.item(), {k: v.detach().clone() for k, v in self.state_dict().items()})
-            final = (self.generate_weight() - target).pow(2).mean().item() / scale.item()
-            if best is not None and best[0] < final:
-                self.load_state_dict(best[1])
+            if best_state is not None:
+                self.load_state_dict(best_state)
         return self.relative_kernel_error(target)
 
     @torch.no_grad()

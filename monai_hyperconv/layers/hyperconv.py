@@ -146,7 +146,10 @@ class HyperConv(GeneratedConv):
             w0, w1 = self.weight_shape[:2]
             # target in the generator's (K, w1 * w0) layout, column = i * w0 + o
             y = target.reshape(w0, w1, -1).permute(2, 1, 0).reshape(-1, w1 * w0)
-            sol = torch.linalg.lstsq(design.double(), y.double()).solution.to(feats.dtype)  # (N_L + 1, w1 * w0)
+            # truncated SVD (rcond): the features are nearly collinear, and huge coefficients of an
+            # exact float64 solve would cancel catastrophically once cast back to float32
+            sol = torch.linalg.lstsq(design.double(), y.double(), rcond=1e-6, driver="gelsd").solution
+            sol = sol.to(feats.dtype)  # (N_L + 1, w1 * w0)
             self.out_layer.weight.copy_(sol[:-1].t())
             self.out_layer.bias.copy_(sol[-1])
         return super().fit_to_kernel(target, steps=steps, lr=lr)

@@ -1,5 +1,24 @@
-"""Networks of the papers, with a selectable conv type, and a name registry."""
+"""Networks of the papers, with a selectable conv type, and a name registry.
 
+Classes (MONAI conventions: ``(spatial_dims, in_channels, out_channels, ...)``, keyword-usable,
+``conv="conv" | "hyper" | "adaptive" | (name, kwargs)``): :class:`PaperUNet`,
+:class:`MultiBranchUNet`, :class:`FlatResidualCNN`, :class:`SimpleCNN`, :class:`SmallResNet`.
+Registered names (``list_networks()``) cover the rows of papers 000/001 Tables 1-4 except HyperSeg.
+"""
+
+from .blocks import ConvNormAct, DoubleConv, NonLocalBlock
+from .classification import PreActResidualBlock, SimpleCNN, SmallResNet
+from .flat import FlatResidualBlock, FlatResidualCNN
+from .multibranch import MultiBranchUNet
+from .receptive_field import chain_receptive_field, receptive_field
 from .registry import create_network, list_networks, network_entry, register_network
+from .unet import PaperUNet
+from .paper import PAPER_ROWS, count_parameters, format_parameter_table, parameter_table  # registers the names
 
-__all__ = ["create_network", "list_networks", "network_entry", "register_network"]
+__all__ = [
+    "create_network", "list_networks", "network_entry", "register_network",
+    "PaperUNet", "MultiBranchUNet", "FlatResidualCNN", "FlatResidualBlock", "SimpleCNN", "SmallResNet",
+    "PreActResidualBlock", "ConvNormAct", "DoubleConv", "NonLocalBlock",
+    "receptive_field", "chain_receptive_field", "count_parameters", "parameter_table", "format_parameter_table",
+    "PAPER_ROWS",
+]
