@@ -351,7 +351,7 @@ def test_single_9x9_layer_learns_image_filter(filt, cls, kw, tol):
     layer = cls(2, 1, 1, kernel_size=9, padding=4, **kw)
     opt = torch.optim.Adam(layer.parameters(), lr=1e-2)
     for _ in range(400):
-        x = torch.randn(8, 1, 32, 32)
+        x = torch.randn(4, 1, 24, 24)
         loss = F.mse_loss(layer(x), F.conv2d(x, target, padding=4))
         opt.zero_grad()
         loss.backward()
