@@ -7,6 +7,8 @@ network for generated ones.
 """
 
 from .layers import AdaptiveConv, GeneratedConv, HyperConv, bake, convert, get_conv_type, register_generated_conv
+from . import networks  # noqa: E402  (registers the papers' networks)
+from . import hypernets  # noqa: E402  (registers the scale-space networks)
 
 __version__ = "0.1.0"
 

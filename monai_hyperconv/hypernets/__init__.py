@@ -1,0 +1,58 @@
+"""Scale-space hypernetworks (paper 002): variable resizing, the primary UNet, the SSHN and its baselines.
+
+Importing this package registers in :func:`monai_hyperconv.networks.create_network`:
+``"scale_space_unet"`` (the primary UNet, any conv type), ``"fixed_unet"`` (Fixed baseline,
+phi = 0.5), ``"stochastic_unet"`` (Stochastic baseline, phi ~ U(0, 0.5) in training),
+``"sshn_unet"`` (the hypernetwork), ``"film_unet"`` (FiLM baseline), and the registration
+networks ``"registration_unet"`` and ``"sshn_registration"``
+(:mod:`monai_hyperconv.networks.registration`, imported when built).
+"""
+
+from ..networks.registry import register_network
+from .predicted import FiLM, PhiHypernetwork, PredictedConv, ThetaSlot
+from .resize import VariableResize, check_phi, check_phi_prior, resolve_phi, sample_phi, scaled_size
+from .sshn import FiLMScaleSpaceUNet, ScaleSpaceHyperUNet
+from .unet import MaterializedNetwork, ScaleSpaceUNet
+
+__all__ = [
+    "VariableResize", "scaled_size", "check_phi", "check_phi_prior", "resolve_phi", "sample_phi",
+    "ScaleSpaceUNet", "MaterializedNetwork", "ScaleSpaceHyperUNet", "FiLMScaleSpaceUNet",
+    "PredictedConv", "FiLM", "PhiHypernetwork", "ThetaSlot",
+    "fixed_unet", "stochastic_unet",
+]
+
+
+def fixed_unet(spatial_dims: int, in_channels: int, out_channels: int, phi: float = 0.5, **kwargs) -> ScaleSpaceUNet:
+    """Fixed baseline (paper 002 Sec. 4.3): the primary UNet trained and used at one ``phi`` (default 0.5)."""
+    return ScaleSpaceUNet(spatial_dims, in_channels, out_channels, phi=phi, phi_prior=None, **kwargs)
+
+
+def stochastic_unet(
+    spatial_dims: int, in_channels: int, out_channels: int, phi_prior=(0.0, 0.5), phi=None, **kwargs
+) -> ScaleSpaceUNet:
+    """Stochastic baseline (paper 002 Sec. 4.3): one UNet, ``phi ~ U(phi_prior)`` every training step."""
+    return ScaleSpaceUNet(spatial_dims, in_channels, out_channels, phi=phi, phi_prior=phi_prior, **kwargs)
+
+
+def _registration_unet(**kwargs):
+    """VoxelMorph-style registration network (MONAI VoxelMorph + our scale-space UNet backbone)."""
+    from ..networks.registration import RegistrationNet  # lazy: networks.registration imports this package
+
+    return RegistrationNet(**kwargs)
+
+
+def _sshn_registration(**kwargs):
+    """Registration network whose backbone is a scale-space hypernetwork (paper 002 Sec. 4.1)."""
+    from ..networks.registration import RegistrationNet
+
+    kwargs.setdefault("backbone", "sshn")
+    return RegistrationNet(**kwargs)
+
+
+register_network("scale_space_unet", ScaleSpaceUNet)
+register_network("fixed_unet", fixed_unet)
+register_network("stochastic_unet", stochastic_unet)
+register_network("sshn_unet", ScaleSpaceHyperUNet)
+register_network("film_unet", FiLMScaleSpaceUNet)
+register_network("registration_unet", _registration_unet)
+register_network("sshn_registration", _sshn_registration)

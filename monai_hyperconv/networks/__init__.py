@@ -12,6 +12,7 @@ from .flat import FlatResidualBlock, FlatResidualCNN
 from .multibranch import MultiBranchUNet
 from .receptive_field import chain_receptive_field, receptive_field
 from .registry import create_network, list_networks, network_entry, register_network
+from .registration import RegistrationNet
 from .unet import PaperUNet
 from .paper import PAPER_ROWS, count_parameters, format_parameter_table, parameter_table  # registers the names
 
@@ -20,5 +21,5 @@ __all__ = [
     "PaperUNet", "MultiBranchUNet", "FlatResidualCNN", "FlatResidualBlock", "SimpleCNN", "SmallResNet",
     "PreActResidualBlock", "ConvNormAct", "DoubleConv", "NonLocalBlock",
     "receptive_field", "chain_receptive_field", "count_parameters", "parameter_table", "format_parameter_table",
-    "PAPER_ROWS",
+    "PAPER_ROWS", "RegistrationNet",
 ]
