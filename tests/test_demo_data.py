@@ -144,3 +144,20 @@ def test_ensure_demo_and_cli(tmp_path):
     assert cli(["make-demo", "digits", "--out", str(tmp_path / "d"), "--n-subjects", "3"]) == 0
     assert json.load(open(tmp_path / "d" / "dataset.json"))["numTraining"] == 2
     assert cli(["make-demo", "digits", "--out", str(tmp_path / "d"), "--n-subjects", "3"]) == 2  # exists
+
+
+@pytest.mark.parametrize("task", ["brain_seg", "brain_recon"])
+def test_2d_slices_round_trip_through_monai_save(demos, tmp_path, task):
+    """2-D slices need an affine whose in-plane block MONAI can invert, or SaveImage fails."""
+    from monai.transforms import LoadImage, SaveImage
+
+    root = os.path.dirname(demos[task])
+    item = json.load(open(demos[task]))["training"][0]
+    img = LoadImage(image_only=True)(os.path.join(root, item["image"]))
+    assert np.linalg.det(np.asarray(img.affine)[:2, :2]) != 0
+    SaveImage(output_dir=str(tmp_path), output_postfix="rt", separate_folder=False)(img[None])
+    (out,) = list(tmp_path.glob("*_rt.nii.gz"))
+    back = nib.load(str(out))
+    np.testing.assert_allclose(np.asarray(back.dataobj).squeeze(), np.asarray(img), atol=1e-5)
+    # spacing survives
+    np.testing.assert_allclose(back.header.get_zooms()[:2], nib.load(os.path.join(root, item["image"])).header.get_zooms()[:2], rtol=1e-5)

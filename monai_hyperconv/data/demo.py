@@ -325,6 +325,8 @@ def _brain_recon(root: Path, seed: int, n: int, size: Sequence[int]) -> dict[str
     }
 
 
+_CORONAL_TO_PLANAR = np.array([[1.0, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]])
+
 _SEG_LABELS = {"0": "background", "1": "left CSF", "2": "left GM", "3": "left WM", "4": "right CSF", "5": "right GM", "6": "right WM"}
 
 
@@ -359,6 +361,10 @@ def _brain_seg(root: Path, seed: int, n: int, size: Sequence[int]) -> dict[str, 
         img = np.where(mask, img, 0.0)
         img = (np.clip(img, 0, None) / (img.max() + 1e-6)).astype(np.float32)
         a = _slice_affine(aff, (0, 2), 1, float(j), (off[0] / 1.0 - 0.5 + 0.5 / scale, off[1] - 0.5 + 0.5 / scale), (scale, scale))
+        # a coronal plane spans world x and z, but MONAI reads a 2-D image's geometry from the x/y rows
+        # of its affine (singular here, so SaveImage fails): rotate world axes (y, z) -> (-z, y), a
+        # proper rotation that keeps spacings and the slice position (now on world z)
+        a = _CORONAL_TO_PLANAR @ a
         name = f"brain_{s:03d}"
         ip, lp = root / "imagesTr" / f"{name}.nii.gz", root / "labelsTr" / f"{name}.nii.gz"
         save_nifti(img, a, ip, np.float32)

@@ -14,7 +14,13 @@ from .resize import VariableResize, check_phi, check_phi_prior, resolve_phi, sam
 from .sshn import FiLMScaleSpaceUNet, ScaleSpaceHyperUNet
 from .unet import MaterializedNetwork, ScaleSpaceUNet
 
+from . import workflow  # noqa: E402  (MONAI engine glue for phi-conditioned networks)
+from .workflow import (  # noqa: E402
+    LossSchedule, ParetoSweep, PhiInferer, export_materialized, materialized_network, select_phi,
+)
+
 __all__ = [
+    "workflow", "PhiInferer", "LossSchedule", "ParetoSweep", "select_phi", "materialized_network", "export_materialized",
     "VariableResize", "scaled_size", "check_phi", "check_phi_prior", "resolve_phi", "sample_phi",
     "ScaleSpaceUNet", "MaterializedNetwork", "ScaleSpaceHyperUNet", "FiLMScaleSpaceUNet",
     "PredictedConv", "FiLM", "PhiHypernetwork", "ThetaSlot",
@@ -24,6 +30,7 @@ __all__ = [
 
 def fixed_unet(spatial_dims: int, in_channels: int, out_channels: int, phi: float = 0.5, **kwargs) -> ScaleSpaceUNet:
     """Fixed baseline (paper 002 Sec. 4.3): the primary UNet trained and used at one ``phi`` (default 0.5)."""
+    kwargs.pop("phi_prior", None)  # a Fixed UNet has no prior, whatever a shared config passes
     return ScaleSpaceUNet(spatial_dims, in_channels, out_channels, phi=phi, phi_prior=None, **kwargs)
 
 
