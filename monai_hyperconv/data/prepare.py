@@ -20,8 +20,10 @@ renamed at the end) and an existing non-empty output folder is only replaced wit
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,11 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
-from .io import atomic_output_dir, check_output_dir, save_nifti, write_dataset_json
+from .io import DatasetExistsError, atomic_output_dir, check_output_dir, save_nifti, write_dataset_json
 
 __all__ = [
     "PreparationError",
+    "run_prepare_cli",
     "load_nifti_checked",
     "check_same_grid",
     "split_items",
@@ -410,3 +413,34 @@ def prepare_oasis_neurite(
         info["registration"] = [{"image": [a["image"], b["image"]], "label": [a["label"], b["label"]]} for a, b in zip(tr, tr[1:] + tr[:1])] if len(tr) > 1 else []
         _finish(tmp, info, items, val_fraction)
     return str(Path(out).resolve() / "dataset.json")
+
+
+def run_prepare_cli(prepare_fn, description: str, argv: Sequence[str] | None = None, add_arguments=None) -> int:
+    """Command line of the ``scripts/prepare_*.py`` wrappers: ``--src --out [--overwrite] [--val-fraction]``.
+
+    Args:
+        prepare_fn: ``prepare_fn(src, out, overwrite=, val_fraction=, **extra)`` returning the dataset.json path.
+        description: help text (the script's docstring).
+        argv: arguments (default ``sys.argv[1:]``).
+        add_arguments: optional ``f(parser)`` adding script-specific options; each becomes a keyword of ``prepare_fn``.
+
+    Returns:
+        0 on success (the dataset.json path is printed), 2 on a preparation error (printed to stderr).
+    """
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--src", required=True, help="source folder in the data set's original layout")
+    parser.add_argument("--out", required=True, help="output folder (MSD layout); must not exist or be empty")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="share of subjects listed as validation")
+    common = {a.dest for a in parser._actions}
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
+    extra = {a.dest: getattr(args, a.dest) for a in parser._actions if a.dest not in common}
+    try:
+        path = prepare_fn(args.src, args.out, overwrite=args.overwrite, val_fraction=args.val_fraction, **extra)
+    except (PreparationError, DatasetExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
