@@ -11,3 +11,7 @@ __all__ = [
     "plot_pareto", "atomic_write",
     "warp_labels", "label_dice", "registration_dice", "jacobian_determinant", "folding_fraction",
 ]
+
+from .smoothness import conv_weights, kernel_grid_size, kernel_laplacian, layer_smoothness, plot_kernel_grid
+
+__all__ += ["kernel_laplacian", "layer_smoothness", "plot_kernel_grid", "conv_weights", "kernel_grid_size"]

@@ -3,7 +3,7 @@
 Classes (MONAI conventions: ``(spatial_dims, in_channels, out_channels, ...)``, keyword-usable,
 ``conv="conv" | "hyper" | "adaptive" | (name, kwargs)``): :class:`PaperUNet`,
 :class:`MultiBranchUNet`, :class:`FlatResidualCNN`, :class:`SimpleCNN`, :class:`SmallResNet`.
-Registered names (``list_networks()``) cover the rows of papers 000/001 Tables 1-4 except HyperSeg.
+Registered names (``list_networks()``) cover the rows of papers 000/001 Tables 1-4 (HyperSeg: our implementation).
 """
 
 from .blocks import ConvNormAct, DoubleConv, NonLocalBlock
@@ -13,6 +13,7 @@ from .multibranch import MultiBranchUNet
 from .receptive_field import chain_receptive_field, receptive_field
 from .registry import create_network, list_networks, network_entry, register_network
 from .registration import RegistrationNet
+from .hyperseg import HyperSegNet, PatchHyperNetwork, patchwise_conv  # registers "hyperseg"
 from .unet import PaperUNet
 from .paper import PAPER_ROWS, count_parameters, format_parameter_table, parameter_table  # registers the names
 
@@ -21,5 +22,5 @@ __all__ = [
     "PaperUNet", "MultiBranchUNet", "FlatResidualCNN", "FlatResidualBlock", "SimpleCNN", "SmallResNet",
     "PreActResidualBlock", "ConvNormAct", "DoubleConv", "NonLocalBlock",
     "receptive_field", "chain_receptive_field", "count_parameters", "parameter_table", "format_parameter_table",
-    "PAPER_ROWS", "RegistrationNet",
+    "PAPER_ROWS", "RegistrationNet", "HyperSegNet", "PatchHyperNetwork", "patchwise_conv",
 ]

@@ -117,6 +117,7 @@ PAPER_ROWS: List[tuple] = [
     ("UNet 5x5", "unet5", {}, 5.3, 128),
     ("Dilated UNet 3x3", "dilated_unet", {}, 2.1, 128),
     ("Non-local UNet 3x3", "nonlocal_unet", {}, 2.3, math.inf),
+    ("HyperSeg (our implementation)", "hyperseg", {}, 1.2, math.inf),
     ("Hyper-UNet 5x5, N_L=4", "hyper_unet", {}, 1.2, 128),
     ("Non-local Hyper-UNet 5x5, N_L=4", "nonlocal_hyper_unet", {}, 1.4, math.inf),
     ("Hyper-UNet 5x5, N_L=2", "hyper_unet", {"n_l": 2}, 0.73, 128),
