@@ -1,0 +1,88 @@
+"""Shared machinery for the MONAI bundles under ``bundles/`` (reference it by dotted path).
+
+How a bundle uses it (see ``bundles/liver_lesion_segmentation/configs/*.json`` as the template):
+
+Data (train.json / evaluate.json)::
+
+    "dataset_dir": "$@bundle_root + '/data'",               # git-ignored; demo generated on first use
+    "datalists": {"_target_": "monai_hyperconv.bundle.prepare_dataset", "task": "liver",
+                  "dataset_dir": "@dataset_dir", "channels": {"image": 1, "label": 1},
+                  "spatial_dims": 3, "fold": null},
+    "train#dataset#data": "$@datalists['training']",  "validate#dataset#data": "$@datalists['validation']"
+
+``prepare_dataset`` generates the demo (``monai_hyperconv.data.ensure_demo``) when ``dataset_dir``
+does not exist, then raises :class:`DatasetError` naming the file, the section/index and the key
+for a missing ``dataset.json``, a missing file, an unreadable/truncated image or a wrong channel
+count, before training starts. ``fold``/``num_folds`` re-split for k-fold cross-validation
+(MONAI ``partition_dataset``). ``list_inputs(input_path)`` makes an inference datalist from a
+file, a folder, a DICOM series folder or a ``dataset.json``.
+
+Checkpoints (train.json ``train#handlers``; validation ``validate#handlers``)::
+
+    "validate#best_saver": {"_target_": "monai_hyperconv.bundle.BestModelSaver", "save_dir": "@ckpt_dir",
+                            "network": "@network", "metric_name": "val_mean_dice", "mode": "max"},
+    {"_target_": "monai_hyperconv.bundle.CheckpointManager", "save_dir": "@ckpt_dir", "resume": "@resume",
+     "save_dict": {"network": "@network", "optimizer": "@optimizer", "lr_scheduler": "@lr_scheduler",
+                   "trainer": "@train#trainer", "best": "@validate#best_saver", "curves": "@train#curves"}}
+
+Every file is written via a temporary file + ``os.replace`` on rank 0 only; ``models/model.pt``
+is a plain ``state_dict`` (model-zoo layout), ``models/checkpoint_last.pt`` the full state.
+``--resume true`` continues from ``checkpoint_last.pt`` up to ``--epochs``.
+
+Export: ``export_baked(network, ckpt_file, filepath, input_shape)`` bakes generated-kernel convs to
+plain convs and saves TorchScript (``.ts``) or ``torch.export`` (``.pt2``) that loads without
+this package (also writes ``<stem>_weights.pt`` for MONAI's ``ckpt_export``).
+
+Results: ``write_csv``, ``write_markdown``/``markdown_table``, ``plot_curves`` (Agg PNG), handlers
+``TrainingCurves`` (per-epoch loss + validation metrics CSV/PNG) and ``EvaluationReport``
+(``summary.md``/``summary.json``); per-case CSVs come from MONAI's ``MetricsSaver``.
+
+Noise robustness (classifiers): ``noise_robustness(network, dataset, output_dir, levels={"salt_pepper": [...],
+"gaussian": [...]})`` -> accuracy per level as CSV/Markdown/JSON/PNG.
+
+DDP (multi_gpu_train.json): ``init_distributed()`` ("nccl" on CUDA else "gloo"), ``dist_device()``,
+``ddp(network, device)``, ``is_main_process()``, ``cleanup_distributed()``.
+
+Tests: ``monai_hyperconv.bundle.testing`` (``make_tiny_demo``, ``run_config`` which asserts
+``ConfigWorkflow.check_properties()``, ``run_cli`` for ``python -m monai.bundle`` / torchrun).
+
+Config pitfall: a ``$`` expression containing the substring "import" is parsed as an import
+statement by MONAI; use ``_target_`` dotted paths (or ``"$from monai_hyperconv.bundle import x"``
+in ``imports``).
+"""
+
+from .checkpoint import BestModelSaver, CheckpointManager, atomic_save, unwrap
+from .data import DatasetError, image_channels, list_inputs, prepare_dataset, select_fold, validate_datalist
+from .distributed import (
+    cleanup_distributed,
+    ddp,
+    dist_backend,
+    dist_device,
+    get_rank,
+    get_world_size,
+    init_distributed,
+    is_main_process,
+)
+from .export import bake_checkpoint, export_baked, load_weights
+from .robustness import NOISE_TYPES, corrupt, noise_robustness
+from .results import (
+    EvaluationReport,
+    TrainingCurves,
+    atomic_write_bytes,
+    atomic_write_text,
+    markdown_table,
+    plot_curves,
+    write_csv,
+    write_json,
+    write_markdown,
+)
+
+__all__ = [
+    "DatasetError", "prepare_dataset", "validate_datalist", "select_fold", "list_inputs", "image_channels",
+    "CheckpointManager", "BestModelSaver", "atomic_save", "unwrap",
+    "export_baked", "bake_checkpoint", "load_weights",
+    "write_csv", "write_json", "write_markdown", "markdown_table", "plot_curves", "atomic_write_text", "atomic_write_bytes",
+    "TrainingCurves", "EvaluationReport", "noise_robustness", "corrupt", "NOISE_TYPES",
+    "init_distributed", "cleanup_distributed", "dist_backend", "dist_device", "ddp", "is_main_process", "get_rank",
+    "get_world_size",
+]

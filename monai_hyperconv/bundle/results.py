@@ -1,0 +1,216 @@
+"""Result writers for bundles, every file written atomically (temporary file + ``os.replace``).
+
+Functions: :func:`atomic_write_text`, :func:`write_csv`, :func:`markdown_table`,
+:func:`write_markdown`, :func:`plot_curves` (matplotlib, Agg backend).
+Handlers: :class:`TrainingCurves` (trainer: per-epoch loss + validation metrics -> CSV + PNG,
+resumable), :class:`EvaluationReport` (evaluator: aggregate metrics -> ``summary.md`` +
+``summary.json``). Per-case metrics come from MONAI's ``MetricsSaver`` in ``evaluate.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .distributed import is_main_process
+
+__all__ = ["atomic_write_text", "atomic_write_bytes", "write_csv", "markdown_table", "write_markdown", "write_json",
+           "plot_curves", "TrainingCurves", "EvaluationReport"]
+
+logger = logging.getLogger(__name__)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return str(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> str:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.{digits}f}"
+    return str(v)
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, columns: Sequence[str] | None = None) -> str:
+    """Rows (dicts) -> CSV with a header; columns default to the union of keys in order."""
+    cols = list(columns) if columns else list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in cols})
+    return atomic_write_text(path, buf.getvalue())
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> str:
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=float) + "\n")
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, digits: int = 4) -> str:
+    """Rows (dicts) -> a Markdown table (numbers right-aligned, floats with ``digits`` decimals)."""
+    cols = list(columns) if columns else list(dict.fromkeys(k for r in rows for k in r))
+    num = [all(isinstance(r.get(c), (int, float)) for r in rows if c in r) for c in cols]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---:" if n else "---" for n in num) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c, ""), digits) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str | None = None,
+                   columns: Sequence[str] | None = None, notes: str | None = None, digits: int = 4) -> str:
+    """A Markdown file with an optional ``# title``, the table, and optional notes below it."""
+    text = (f"# {title}\n\n" if title else "") + markdown_table(rows, columns, digits) + (f"\n{notes}\n" if notes else "")
+    return atomic_write_text(path, text)
+
+
+def plot_curves(x: Sequence[float], series: Mapping[str, Sequence[float]], path: str | os.PathLike,
+                xlabel: str = "epoch", ylabel: str = "", title: str | None = None, logx: bool = False) -> str:
+    """Line plot of several series over ``x`` as PNG (Agg backend, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.subplots()
+    for name, ys in series.items():
+        xs = list(x)[: len(ys)]
+        pts = [(a, b) for a, b in zip(xs, ys) if b is not None and not (isinstance(b, float) and math.isnan(b))]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=name)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if series:
+        ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _loss_from_output(output: Any) -> float | None:
+    if isinstance(output, list) and output:
+        output = output[0]
+    if isinstance(output, Mapping) and "loss" in output:
+        v = output["loss"]
+        return float(v.item() if hasattr(v, "item") else v)
+    return None
+
+
+class TrainingCurves:
+    """Per-epoch training loss and validation metrics -> ``<output_dir>/training_log.csv`` and
+    ``training_curves.png`` (rank 0). Add it to ``train_handlers`` after ``ValidationHandler``;
+    put it in the checkpoint's ``save_dict`` so a resumed run keeps its history.
+
+    Args:
+        output_dir: folder (e.g. ``<bundle_root>/eval``).
+        evaluator: validation evaluator whose ``state.metrics`` are recorded (optional).
+        loss_transform: engine output -> loss value (default: ``output[0]["loss"]``).
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, evaluator: Any = None,
+                 loss_transform: Callable[[Any], float | None] | None = None, prefix: str = "training") -> None:
+        self.output_dir = Path(output_dir)
+        self.evaluator = evaluator
+        self.loss_transform = loss_transform or _loss_from_output
+        self.prefix = prefix
+        self.history: list[dict[str, Any]] = []
+        self._sum, self._n = 0.0, 0
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.history = list(state.get("history", []))
+
+    def _reset(self, engine) -> None:
+        self._sum, self._n = 0.0, 0
+
+    def _iteration(self, engine) -> None:
+        v = self.loss_transform(engine.state.output)
+        if v is not None and math.isfinite(v):
+            self._sum += v
+            self._n += 1
+
+    def _epoch(self, engine) -> None:
+        row: dict[str, Any] = {"epoch": int(engine.state.epoch), "train_loss": self._sum / max(self._n, 1)}
+        ev = self.evaluator
+        if ev is not None and getattr(ev.state, "epoch", None) == engine.state.epoch:
+            for k, v in ev.state.metrics.items():
+                if isinstance(v, (int, float)) or (hasattr(v, "numel") and v.numel() == 1):
+                    row[k] = float(v)
+        self.history = [h for h in self.history if h["epoch"] < row["epoch"]] + [row]
+        if not is_main_process():
+            return
+        write_csv(self.history, self.output_dir / f"{self.prefix}_log.csv")
+        epochs = [h["epoch"] for h in self.history]
+        series = {k: [h.get(k, float("nan")) for h in self.history] for k in dict.fromkeys(k for h in self.history for k in h) if k != "epoch"}
+        plot_curves(epochs, series, self.output_dir / f"{self.prefix}_curves.png", ylabel="value", title=f"{self.prefix} curves")
+
+
+class EvaluationReport:
+    """Aggregate metrics of an evaluator -> ``<output_dir>/summary.md`` and ``summary.json`` (rank 0).
+
+    Args:
+        output_dir: folder (``<bundle_root>/eval``).
+        title: heading of the Markdown file.
+        extra: constant fields to add (e.g. the network and checkpoint used).
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, title: str = "Evaluation", extra: Mapping[str, Any] | None = None) -> None:
+        self.output_dir = Path(output_dir)
+        self.title = title
+        self.extra = dict(extra or {})
+        self.summary: dict[str, Any] = {}
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine) -> None:
+        metrics = {k: float(v) for k, v in engine.state.metrics.items()
+                   if isinstance(v, (int, float)) or (hasattr(v, "numel") and v.numel() == 1)}
+        self.summary = {**metrics, "n_cases": len(getattr(engine.data_loader, "dataset", []) or []), **self.extra}
+        if not is_main_process():
+            return
+        rows = [{"metric": k, "value": v} for k, v in metrics.items()]
+        notes = "\n".join(f"- {k}: {v}" for k, v in {"cases": self.summary["n_cases"], **self.extra}.items())
+        write_markdown(rows, self.output_dir / "summary.md", self.title, notes=notes)
+        write_json(self.summary, self.output_dir / "summary.json")
+        logger.info(f"evaluation summary: {metrics} -> {self.output_dir / 'summary.md'}")

@@ -1,0 +1,220 @@
+"""bundles/liver_lesion_segmentation: train -> evaluate -> inference on tiny demo data, workflow
+properties, output geometry, resume, bad input, baked export without the package, DDP on CPU."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from monai_hyperconv.bundle import DatasetError
+from monai_hyperconv.bundle.testing import REPO_ROOT, bundle_cli_args, find_in_chain, make_tiny_demo, run_cli, run_config
+
+BUNDLE = REPO_ROOT / "bundles" / "liver_lesion_segmentation"
+# tiny: 32x32 slices of 32x32x8 volumes, a Hyper-UNet of width 8
+TINY = {"image_size": 32, "network_def#channels": 8, "cache_num_workers": 0}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    # 10 subjects -> 8 training, 2 validation volumes (2 so each of 2 DDP ranks validates one)
+    return make_tiny_demo("liver", tmp_path_factory.mktemp("liver") / "data", n_subjects=10, size=(32, 32, 8))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data):
+    root = tmp_path_factory.mktemp("bundle_root")
+    wf = run_config(BUNDLE, "train.json", "train", dataset_dir=data, bundle_root=root, epochs=1, **TINY)
+    return root, wf
+
+
+def _val_images(data):
+    meta = json.loads((Path(data) / "dataset.json").read_text())
+    return [Path(data) / it["image"] for it in meta["validation"]]
+
+
+def test_config_files_and_metadata():
+    for f in ("train.json", "evaluate.json", "inference.json", "multi_gpu_train.json", "metadata.json", "logging.conf", "demo.json"):
+        assert (BUNDLE / "configs" / f).is_file(), f
+    assert (BUNDLE / "LICENSE").read_text() == (REPO_ROOT / "LICENSE").read_text()
+    assert (BUNDLE / "docs" / "README.md").is_file()
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    assert "monai-hyperconv" in meta["required_packages_version"]
+    fmt = meta["network_data_format"]
+    assert fmt["inputs"]["image"]["num_channels"] == 1 and fmt["outputs"]["pred"]["num_channels"] == 1
+    train = json.loads((BUNDLE / "configs" / "train.json").read_text())
+    # the paper's settings are the defaults
+    assert train["image_size"] == 256 and train["batch_size"] == 8 and train["learning_rate"] == 1e-4
+    assert train["network_def"]["kernel_size"] == 5 and train["network_def"]["conv"] == ["hyper", {"n_l": 4}]
+    assert train["network_def"]["dropout"] == 0.5 and train["hu_window"] == [-100, 250]
+
+
+def test_train_evaluate_infer_end_to_end(trained, data):
+    """The default-suite end-to-end run: 1 epoch of training, evaluation, inference."""
+    root, wf = trained
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.state.epoch == 1 and trainer.state.iteration > 0
+    models = root / "models"
+    assert (models / "model.pt").is_file() and (models / "checkpoint_last.pt").is_file()
+    ck = torch.load(models / "checkpoint_last.pt", weights_only=False)
+    assert {"network", "optimizer", "lr_scheduler", "trainer", "best", "curves"} <= set(ck)
+    assert ck["epoch"] == 1 and ck["best"]["best_epoch"] == 1
+    log = list(csv.DictReader(open(root / "eval" / "training_log.csv")))
+    assert [r["epoch"] for r in log] == ["1"] and 0.0 <= float(log[0]["val_mean_dice"]) <= 1.0
+    assert (root / "eval" / "training_curves.png").is_file()
+    assert list((root / "logs").glob("events.out.tfevents.*")), "no TensorBoard logs"
+
+    # evaluate: volume-level Dice per case with MetricsSaver, summary files
+    run_config(BUNDLE, ["train.json", "evaluate.json"], None, dataset_dir=data, bundle_root=root, **TINY)
+    rows = list(csv.DictReader(open(root / "eval" / "mean_dice_raw.csv")))
+    assert sorted(Path(r["filename"]).name for r in rows) == sorted(p.name for p in _val_images(data))
+    summary = json.loads((root / "eval" / "summary.json").read_text())
+    assert 0.0 <= summary["mean_dice"] <= 1.0 and summary["split"] == "validation"
+    assert (root / "eval" / "summary.md").read_text().startswith("# Liver lesion segmentation")
+
+    # inference: NIfTI predictions in the input geometry (default input: the validation images)
+    run_config(BUNDLE, "inference.json", "infer", dataset_dir=data, bundle_root=root, **TINY)
+    for img in _val_images(data):
+        pred = root / "eval" / "predictions" / img.name.replace(".nii.gz", "_seg.nii.gz")
+        assert pred.is_file(), pred
+        a, b = nib.load(img), nib.load(pred)
+        assert b.shape[:3] == a.shape, (b.shape, a.shape)
+        np.testing.assert_allclose(b.affine, a.affine, atol=1e-3)
+        assert set(np.unique(np.asanyarray(b.dataobj))) <= {0, 1}
+
+
+def test_inference_reads_dicom_series(trained, tmp_path):
+    """A DICOM series folder (read with ITK) -> a NIfTI in the series' geometry."""
+    pydicom = pytest.importorskip("pydicom")
+    import itk
+
+    import itk
+
+    root, _ = trained
+    # a 3-slice CT series made from the real pydicom test image (positions 2.5 mm apart)
+    src = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
+    series = tmp_path / "series"
+    series.mkdir()
+    uid = pydicom.uid.generate_uid()
+    for i in range(3):
+        ds = src.copy()
+        ds.SeriesInstanceUID = uid
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = i + 1
+        pos = [float(v) for v in src.ImagePositionPatient]
+        ds.ImagePositionPatient = [pos[0], pos[1], pos[2] + 2.5 * i]
+        ds.SliceLocation = pos[2] + 2.5 * i
+        ds.save_as(series / f"{i:03d}.dcm")
+    out = tmp_path / "pred"
+    run_config(BUNDLE, "inference.json", "infer", input_path=series, output_dir=out, bundle_root=root, **TINY)
+    preds = list(out.glob("*.nii.gz"))
+    assert len(preds) == 1
+    ref = itk.imread(str(series))  # the series as ITK sees it
+    p = nib.load(preds[0])
+    assert p.shape[:3] == tuple(reversed(ref.shape)) or p.shape[:3] == tuple(ref.GetLargestPossibleRegion().GetSize())
+    np.testing.assert_allclose(np.sqrt((p.affine[:3, :3] ** 2).sum(0)), list(ref.GetSpacing()), atol=1e-3)
+
+
+@pytest.mark.slow  # ~30-70 s on 2 shared cores; the resume logic itself is unit-tested in test_bundle_common.py
+def test_resume_continues_from_checkpoint(trained, data, tmp_path):
+    root, _ = trained
+    r2 = tmp_path / "resume_root"
+    shutil.copytree(root / "models", r2 / "models")
+    shutil.copytree(root / "eval", r2 / "eval")
+    wf = run_config(BUNDLE, "train.json", "train", dataset_dir=data, bundle_root=r2, epochs=2, resume=True, **TINY)
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    mgr = wf.parser.get_parsed_content("train#handlers#3")
+    assert mgr.resumed_from == 1 and trainer.state.epoch == 2
+    ck = torch.load(r2 / "models" / "checkpoint_last.pt", weights_only=False)
+    ck1 = torch.load(root / "models" / "checkpoint_last.pt", weights_only=False)
+    assert ck["epoch"] == 2 and ck["trainer"]["iteration"] == 2 * ck1["trainer"]["iteration"]
+    log = list(csv.DictReader(open(r2 / "eval" / "training_log.csv")))
+    assert [r["epoch"] for r in log] == ["1", "2"]  # history kept across the restart
+
+
+@pytest.mark.parametrize("breakage", ["no_dataset_json", "missing_file", "corrupt_image", "wrong_channels"])
+def test_bad_input_fails_before_training(data, tmp_path, breakage):
+    d = tmp_path / "data"
+    shutil.copytree(data, d)
+    victim = d / "imagesTr" / "liver_003.nii.gz"
+    if breakage == "no_dataset_json":
+        (d / "dataset.json").unlink()
+        expect = ["no dataset.json", str(d)]
+    elif breakage == "missing_file":
+        victim.unlink()
+        expect = [str(victim), "['image']", "not found"]
+    elif breakage == "corrupt_image":
+        victim.write_bytes(victim.read_bytes()[:200])
+        expect = [str(victim), "['image']", "cannot read"]
+    else:
+        a = nib.load(victim)
+        arr = np.asanyarray(a.dataobj)
+        nib.save(nib.Nifti1Image(np.stack([arr] * 3, -1), a.affine), victim)
+        expect = [str(victim), "['image']", "expected 1 channel(s), got 3"]
+    root = tmp_path / "root"
+    with pytest.raises(Exception) as e:
+        run_config(BUNDLE, "train.json", "train", dataset_dir=d, bundle_root=root, epochs=1, **TINY)
+    err = find_in_chain(e.value, DatasetError)
+    assert err is not None, f"expected a DatasetError, got {e.value!r}"
+    for s in expect:
+        assert s in str(err), (s, str(err))
+    assert not (root / "models").exists()  # nothing trained
+
+
+def test_verify_net_in_out():
+    from monai.bundle import verify_net_in_out
+
+    verify_net_in_out(
+        net_id="network_def", meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        config_file=str(BUNDLE / "configs" / "inference.json"), n=1, **{"network_def#channels": 8},
+    )
+
+
+def test_baked_export_runs_without_package(trained, tmp_path):
+    root, _ = trained
+    out = tmp_path / "model_baked.ts"
+    run_config(BUNDLE, "inference.json", None, run_id="export", bundle_root=root, export_file=out, **TINY)
+    assert out.is_file() and (tmp_path / "model_baked_weights.pt").is_file()
+    # reference output of the trained (un-baked) network
+    from monai_hyperconv.bundle import load_weights
+    from monai_hyperconv.networks import create_network
+
+    net = create_network("hyper_unet", spatial_dims=2, in_channels=1, out_channels=1, channels=8, kernel_size=5,
+                         conv=("hyper", {"n_l": 4}), dropout=0.5)
+    load_weights(net, root / "models" / "model.pt")
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        ref = net.eval()(x)
+    torch.save(x, tmp_path / "x.pt")
+    code = (
+        "import sys, torch; sys.modules['monai_hyperconv'] = None\n"
+        "m = torch.jit.load(sys.argv[1]); x = torch.load(sys.argv[2])\n"
+        "with torch.no_grad():\n    torch.save(m(x), sys.argv[3])\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code, str(out), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert torch.allclose(torch.load(tmp_path / "y.pt"), ref, atol=1e-4)
+
+
+def test_cli_train_then_ddp(data, tmp_path):
+    """`python -m monai.bundle run` from the repository root, then 2 DDP processes (torchrun, gloo)."""
+    root = tmp_path / "ddp_root"
+    args = bundle_cli_args(BUNDLE, ["train.json", "multi_gpu_train.json"], dataset_dir=data, bundle_root=root,
+                           epochs=1, **TINY)
+    p = run_cli(args, torchrun_nproc=2, timeout=600)
+    out = p.stdout + p.stderr
+    assert out.count("SupervisedTrainer - INFO - Engine run finished") == 2, out[-3000:]  # both ranks
+    ckpts = sorted(p.name for p in (root / "models").iterdir())
+    assert ckpts == ["checkpoint_last.pt", "model.pt"]
+    ck = torch.load(root / "models" / "checkpoint_last.pt", weights_only=False)
+    assert not any(k.startswith("module.") for k in ck["network"])  # saved un-wrapped: loads without DDP
