@@ -337,10 +337,19 @@ def _filters():
     return {"blur": (blur / blur.sum()).view(1, 1, 9, 9), "sobel": sobel.view(1, 1, 9, 9)}
 
 
+@pytest.fixture
+def one_thread():
+    # tiny ops gain nothing from threads, and under a loaded machine OpenMP barriers make them crawl
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize("filt", ["blur", "sobel"])
 @pytest.mark.parametrize("cls,kw,tol", [(AdaptiveConv, {}, {"blur": 0.01, "sobel": 0.01}),
                                         (HyperConv, {"n_l": 8}, {"blur": 0.1, "sobel": 0.01})])
-def test_single_9x9_layer_learns_image_filter(filt, cls, kw, tol):
+def test_single_9x9_layer_learns_image_filter(filt, cls, kw, tol, one_thread):
     """Paper 004 Fig 4: one 9x9 generated conv learns a Gaussian blur / Sobel filter from image pairs.
 
     Relative MSE (MSE / Var(target)); predicting zero scores 1.0. The hyper-conv's smooth,
@@ -361,3 +370,25 @@ def test_single_9x9_layer_learns_image_filter(filt, cls, kw, tol):
     with torch.no_grad():
         rel = (F.mse_loss(layer(x), y) / y.var()).item()
     assert rel < tol[filt], rel
+
+
+def test_sigma_projection_reaches_deep_copies_and_skips_foreign_optimisers():
+    import copy
+
+    from monai_hyperconv.layers import adaptive as adaptive_mod
+
+    layer = AdaptiveConv(2, 1, 2, kernel_size=3)
+    clone = copy.deepcopy(layer)
+    opt = torch.optim.SGD(clone.parameters(), lr=1.0)
+    clone(torch.randn(1, 1, 5, 5)).sum().backward()
+    with torch.no_grad():
+        clone.sigma.grad.fill_(-100.0)  # one step pushes sigma to ~100, far above the bound 3
+    opt.step()
+    assert clone.sigma.detach().max().item() == pytest.approx(3.0)
+    # an optimiser that does not own a layer's sigma leaves it alone
+    with torch.no_grad():
+        layer.sigma.fill_(50.0)
+    other = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    other.step()
+    assert layer.sigma.detach().max().item() == 50.0
+    assert adaptive_mod._SIGMA_OWNERS[id(layer.sigma)] is layer

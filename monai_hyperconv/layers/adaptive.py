@@ -10,20 +10,24 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch import nn
 
-from .base import GeneratedConv, dim_variant
+from .base import GeneratedConv, _compiling, dim_variant
 
 __all__ = ["AdaptiveConv", "AdaptiveConv1d", "AdaptiveConv2d", "AdaptiveConv3d"]
 
-# Live AdaptiveConv layers whose sigma is projected onto its bounds after every optimiser step.
-_LIVE_LAYERS: "weakref.WeakSet[AdaptiveConv]" = weakref.WeakSet()
+# id(sigma parameter) -> its AdaptiveConv, so the optimiser hook below touches only the sigmas that
+# the stepping optimiser owns (O(its params)), never every layer alive in the process
+_SIGMA_OWNERS: "weakref.WeakValueDictionary[int, AdaptiveConv]" = weakref.WeakValueDictionary()
 _HOOK_HANDLE = None
 
 
 def _project_sigmas(optimizer, args, kwargs) -> None:
     """Global optimiser post-step hook: the official code's clipping callback, with no user code."""
     with torch.no_grad():
-        for layer in list(_LIVE_LAYERS):
-            layer.project_sigma_()
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                owner = _SIGMA_OWNERS.get(id(p))
+                if owner is not None and owner.sigma is p:  # ids are reused: check identity
+                    owner.project_sigma_()
 
 
 def _ensure_hook() -> None:
@@ -95,7 +99,7 @@ class AdaptiveConv(GeneratedConv):
         grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
         self.register_buffer("sq_dist", (grid - 0.5).pow(2).sum(-1), persistent=False)  # |g - mu|^2, kernel-shaped
         self.reset_parameters()
-        _LIVE_LAYERS.add(self)
+        self._register_sigma()
         _ensure_hook()
 
     @property
@@ -111,6 +115,12 @@ class AdaptiveConv(GeneratedConv):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
+    def _register_sigma(self) -> None:
+        # also called from every forward, so deep copies (which skip __init__) and layers whose
+        # parameters were replaced are projected too
+        if _SIGMA_OWNERS.get(id(self.sigma)) is not self:
+            _SIGMA_OWNERS[id(self.sigma)] = self
+
     @torch.no_grad()
     def project_sigma_(self) -> None:
         """Clamp the stored ``sigma`` onto ``[1/n, n]`` in place."""
@@ -118,6 +128,8 @@ class AdaptiveConv(GeneratedConv):
 
     def envelope(self) -> torch.Tensor:
         """The (normalised) envelope per output filter, shape ``(n_filters, *kernel_size)``."""
+        if not (torch.jit.is_scripting() or _compiling()):
+            self._register_sigma()
         sigma = self.sigma.clamp(*self.sigma_bounds)
         view = (-1,) + (1,) * self.spatial_dims
         u = torch.exp(-self.sq_dist.unsqueeze(0) / (2 * sigma.view(view).pow(2) + 1e-8))
