@@ -49,6 +49,7 @@ def main(argv=None) -> dict:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action="store_true", help="autocast (bf16 on CPU, fp16 on CUDA)")
+    p.add_argument("--phases", default="train,infer", help="comma list: train, infer")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
@@ -79,8 +80,9 @@ def main(argv=None) -> dict:
         _sync(device)
         return time.perf_counter() - t0
 
+    phases = set(args.phases.split(","))
     times = {f"train/{k}": [] for k in nets}
-    for i in range(args.warmup + args.reps):
+    for i in range(args.warmup + args.reps if "train" in phases else 0):
         for k in nets:  # interleaved, so drifts in machine load hit every model alike
             t = train_step(k)
             if i >= args.warmup:
@@ -97,22 +99,23 @@ def main(argv=None) -> dict:
                 assert diff < 1e-3 if args.amp else diff < 1e-4, (k, diff)
     for k in evals:
         times[k] = []
-    for i in range(args.warmup + args.reps):
+    for i in range(args.warmup + args.reps if "infer" in phases else 0):
         for k, n in evals.items():
             t = infer(n)
             if i >= args.warmup:
                 times[k].append(t)
 
-    med = {k: statistics.median(v) for k, v in times.items()}
-    rows = [
-        ("train step", "conv", med["train/conv"], 1.0, n_params["conv"]),
-        ("train step", "hyper", med["train/hyper"], med["train/hyper"] / med["train/conv"], n_params["hyper"]),
-        ("train step", "adaptive", med["train/adaptive"], med["train/adaptive"] / med["train/conv"], n_params["adaptive"]),
-        ("inference", "conv", med["eval/conv"], 1.0, n_params["conv"]),
-    ]
-    for k in ("hyper", "adaptive"):
-        rows.append(("inference", f"{k} (baked)", med[f"eval/{k}-baked"], med[f"eval/{k}-baked"] / med["eval/conv"], n_params["conv"]))
-        rows.append(("inference", f"{k} (no_grad cache)", med[f"eval/{k}-cached"], med[f"eval/{k}-cached"] / med["eval/conv"], n_params[k]))
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    rows = []
+    if "train" in phases:
+        for k in nets:
+            rows.append(("train step", k, med[f"train/{k}"], med[f"train/{k}"] / med["train/conv"], n_params[k]))
+    if "infer" in phases:
+        rows.append(("inference", "conv", med["eval/conv"], 1.0, n_params["conv"]))
+        for k in ("hyper", "adaptive"):
+            for kind, n in (("baked", n_params["conv"]), ("cached", n_params[k])):
+                label = f"{k} (baked)" if kind == "baked" else f"{k} (no_grad cache)"
+                rows.append(("inference", label, med[f"eval/{k}-{kind}"], med[f"eval/{k}-{kind}"] / med["eval/conv"], n))
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU x{torch.get_num_threads()} threads"
     print(f"\nPaper UNet 5x5, 2-D {args.size}x{args.size}, batch {args.batch}, {dev}, amp={args.amp}, "
           f"median of {args.reps} interleaved reps\n")
