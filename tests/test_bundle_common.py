@@ -3,7 +3,6 @@ baked export that loads without the package, result writers."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess

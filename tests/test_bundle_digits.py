@@ -6,15 +6,13 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from monai_hyperconv.bundle import DatasetError
-from monai_hyperconv.bundle.testing import REPO_ROOT, bundle_cli_args, find_in_chain, make_tiny_demo, run_cli, run_config
+from monai_hyperconv.bundle.testing import REPO_ROOT, bundle_cli_args, find_in_chain, make_tiny_demo, run_cli, run_config, run_exported_without_package
 
 BUNDLE = REPO_ROOT / "bundles" / "digits_classification"
 FAST = {"cache_num_workers": 0, "network_def#hidden": 32, "network_def#channels": [8, 8]}
@@ -121,13 +119,7 @@ def test_baked_export_runs_without_package(trained, tmp_path):
     x = torch.rand(3, 1, 28, 28)
     with torch.no_grad():
         ref = net.eval()(x)
-    torch.save(x, tmp_path / "x.pt")
-    code = ("import sys, torch; sys.modules['monai_hyperconv'] = None\n"
-            "m = torch.jit.load(sys.argv[1])\nwith torch.no_grad():\n    torch.save(m(torch.load(sys.argv[2])), sys.argv[3])\n")
-    p = subprocess.run([sys.executable, "-c", code, str(out), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert torch.allclose(torch.load(tmp_path / "y.pt"), ref, atol=1e-4)
+    assert torch.allclose(run_exported_without_package(out, x, workdir=tmp_path), ref, atol=1e-4)
 
 
 @pytest.mark.slow

@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -16,7 +14,7 @@ import pytest
 import torch
 
 from monai_hyperconv.bundle import DatasetError
-from monai_hyperconv.bundle.testing import REPO_ROOT, bundle_cli_args, find_in_chain, make_tiny_demo, run_cli, run_config
+from monai_hyperconv.bundle.testing import REPO_ROOT, bundle_cli_args, find_in_chain, make_tiny_demo, run_cli, run_config, run_exported_without_package
 
 BUNDLE = REPO_ROOT / "bundles" / "liver_lesion_segmentation"
 # tiny: 32x32 slices of 32x32x8 volumes, a Hyper-UNet of width 8
@@ -194,16 +192,7 @@ def test_baked_export_runs_without_package(trained, tmp_path):
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
         ref = net.eval()(x)
-    torch.save(x, tmp_path / "x.pt")
-    code = (
-        "import sys, torch; sys.modules['monai_hyperconv'] = None\n"
-        "m = torch.jit.load(sys.argv[1]); x = torch.load(sys.argv[2])\n"
-        "with torch.no_grad():\n    torch.save(m(x), sys.argv[3])\n"
-    )
-    p = subprocess.run([sys.executable, "-c", code, str(out), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert torch.allclose(torch.load(tmp_path / "y.pt"), ref, atol=1e-4)
+    assert torch.allclose(run_exported_without_package(out, x, workdir=tmp_path), ref, atol=1e-4)
 
 
 def test_cli_train_then_ddp(data, tmp_path):

@@ -8,8 +8,6 @@ import gzip
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -17,8 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_hyperconv.bundle import DatasetError
-from monai_hyperconv.bundle.testing import REPO_ROOT, load_workflow, make_tiny_demo, no_package_env, run_config
+from monai_hyperconv.bundle.testing import REPO_ROOT, load_workflow, make_tiny_demo, run_config, dataset_error, run_exported_without_package
 
 BUNDLE = REPO_ROOT / "bundles" / "ms_lesion_segmentation"
 SHAPE = (32, 40, 32)
@@ -139,30 +136,15 @@ def test_verify_net_in_out_and_baked_export(trained, tmp_path):
     ts = root / "models/model_baked.ts"
     assert ts.is_file()
     x = torch.randn(1, 4, max(SHAPE), max(SHAPE))
-    np.save(tmp_path / "x.npy", x.numpy())
     net = wf.parser.get_parsed_content("network_def")
     net.load_state_dict(torch.load(root / "models/model.pt", map_location="cpu"))
     ref = net.eval()(x).detach().numpy()
-    code = (
-        "import sys; sys.modules['monai_hyperconv'] = None\n"
-        "import numpy as np, torch\n"
-        f"m = torch.jit.load({str(ts)!r}); x = torch.from_numpy(np.load({str(tmp_path / 'x.npy')!r}))\n"
-        f"np.save({str(tmp_path / 'y.npy')!r}, m(x).detach().numpy())\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=no_package_env(), timeout=120)
-    assert np.abs(np.load(tmp_path / "y.npy") - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+    y = run_exported_without_package(ts, x, workdir=tmp_path).numpy()
+    assert np.abs(y - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
 
 
 def _data_error(data_dir, root) -> str:
-    wf = load_workflow(BUNDLE, "train.json", None, dataset_dir=data_dir, bundle_root=root, fold=-1)
-    wf.initialize()
-    with pytest.raises(Exception) as info:
-        wf.parser.get_parsed_content("train#volumes")
-    e = info.value
-    while e is not None and not isinstance(e, DatasetError):
-        e = e.__cause__
-    assert e is not None, f"expected a DatasetError, got {info.value!r}"
-    return str(e)
+    return dataset_error(BUNDLE, data_dir, root)
 
 
 def test_bad_inputs(tiny, tmp_path):

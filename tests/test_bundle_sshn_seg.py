@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -14,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_hyperconv.bundle.testing import REPO_ROOT, load_workflow, make_tiny_demo, run_config
+from monai_hyperconv.bundle.testing import REPO_ROOT, load_workflow, make_tiny_demo, run_config, run_exported_without_package
 
 BUNDLE = REPO_ROOT / "bundles" / "scale_space_segmentation"
 TINY = dict(features=4, n_stages=3, batch_size=2, cache_num_workers=0, num_workers=0)
@@ -136,16 +133,7 @@ def test_export_runs_without_package(trained):
     x = torch.rand(1, 1, 32, 40)
     with torch.no_grad():
         ref = sshn(x, phi=0.3)
-    np.save(broot / "x.npy", x.numpy())
-    code = (
-        "import sys; sys.modules['monai_hyperconv'] = None\n"
-        "import numpy as np, torch\n"
-        f"m = torch.jit.load({str(ts)!r})\n"
-        f"y = m(torch.from_numpy(np.load({str(broot / 'x.npy')!r})))\n"
-        f"np.save({str(broot / 'y.npy')!r}, y.detach().numpy())\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(broot), env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert np.abs(np.load(broot / "y.npy") - ref.numpy()).max() < 1e-4
+    assert (run_exported_without_package(ts, x, workdir=broot) - ref).abs().max().item() < 1e-4
 
 
 def test_verify_net_in_out():

@@ -1,6 +1,5 @@
 """Generated-kernel convolutions: shapes, parameter counts, initialisation, sigma bounds, caching, learning."""
 
-import math
 
 import pytest
 import torch

@@ -18,7 +18,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REPO_ROOT", "make_tiny_demo", "load_workflow", "run_config", "run_cli", "bundle_cli_args", "no_package_env", "find_in_chain"]
+import torch
+
+__all__ = ["REPO_ROOT", "make_tiny_demo", "load_workflow", "run_config", "run_cli", "bundle_cli_args", "no_package_env", "find_in_chain",
+           "run_exported_without_package", "dataset_error"]
 
 #: repository root (the folder holding ``bundles/``) when the package is installed editable
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -123,3 +126,49 @@ def find_in_chain(exc: BaseException, cls: type) -> BaseException | None:
         seen.add(id(e))
         e = e.__cause__ or e.__context__
     return None
+
+
+_RUN_WITHOUT_PACKAGE = """
+import sys
+sys.modules["monai_hyperconv"] = None  # any import of the package now fails
+import torch
+path, in_path, out_path = sys.argv[1:4]
+m = torch.export.load(path).module() if path.endswith(".pt2") else torch.jit.load(path)
+with torch.no_grad():
+    torch.save(m(*torch.load(in_path)), out_path)
+"""
+
+
+def run_exported_without_package(model_path: str | os.PathLike, *inputs, workdir: str | os.PathLike, timeout: float = 300):
+    """Run an exported model (TorchScript, or ``torch.export`` ``.pt2``) in a fresh process that cannot import
+    ``monai_hyperconv``, and return its output (a tensor or a tuple of tensors).
+
+    Raises:
+        AssertionError: with the subprocess's stderr tail when it fails.
+    """
+    workdir = Path(workdir)
+    in_path, out_path = workdir / "_inputs.pt", workdir / "_outputs.pt"
+    torch.save(list(inputs), in_path)
+    p = subprocess.run([sys.executable, "-c", _RUN_WITHOUT_PACKAGE, os.fspath(model_path), str(in_path), str(out_path)],
+                       cwd=str(workdir), env=no_package_env(), capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise AssertionError(f"exported model failed without the package:\n{p.stderr[-4000:]}")
+    return torch.load(out_path)
+
+
+def dataset_error(bundle_dir: str | os.PathLike, dataset_dir: str | os.PathLike, bundle_root: str | os.PathLike,
+                  config: str = "train.json", key: str = "train#dataset", **overrides) -> str:
+    """The :class:`~monai_hyperconv.bundle.DatasetError` message raised (through MONAI's config parser) when a
+    bundle reads ``dataset_dir``; fails the calling test if none is raised."""
+    from .data import DatasetError
+
+    wf = load_workflow(bundle_dir, config, None, dataset_dir=dataset_dir, bundle_root=bundle_root, **overrides)
+    wf.initialize()
+    try:
+        wf.parser.get_parsed_content(key)
+    except Exception as exc:  # MONAI wraps component errors
+        found = find_in_chain(exc, DatasetError)
+        if found is None:
+            raise AssertionError(f"expected a DatasetError, got {exc!r}") from exc
+        return str(found)
+    raise AssertionError(f"reading {key} of {dataset_dir} raised no error")
