@@ -207,3 +207,16 @@ def test_cli_train_then_ddp(data, tmp_path):
     assert ckpts == ["checkpoint_last.pt", "model.pt"]
     ck = torch.load(root / "models" / "checkpoint_last.pt", weights_only=False)
     assert not any(k.startswith("module.") for k in ck["network"])  # saved un-wrapped: loads without DDP
+
+
+def test_output_bias_starts_at_the_lesion_prior(data, tmp_path):
+    """The 1x1 head's bias starts at head_bias_init (sigmoid(-4) ~ 0.018), or PyTorch's default with null."""
+    from monai_hyperconv.bundle.testing import load_workflow
+
+    wf = load_workflow(BUNDLE, "train.json", "train", dataset_dir=data, bundle_root=tmp_path / "a", **TINY)
+    wf.initialize()
+    bias = wf.parser.get_parsed_content("network_def").decoder.head.bias.detach()
+    assert torch.all(bias == -4.0)
+    wf = load_workflow(BUNDLE, "train.json", "train", dataset_dir=data, bundle_root=tmp_path / "b", head_bias_init=None, **TINY)
+    wf.initialize()
+    assert not torch.all(wf.parser.get_parsed_content("network_def").decoder.head.bias.detach() == -4.0)
