@@ -1,13 +1,13 @@
 """Quick start: train a Hyper-UNet next to a plain UNet on MONAI's synthetic images and compare.
 
-A two-minute CPU run that shows the package's idea end to end: the same papers' UNet with
+A short CPU run that shows the package's idea end to end: the same papers' UNet with
 plain 3x3 convs and with 5x5 hyper-convolutions (N_L = 4, fewer parameters), trained with the
 same data, loss and optimiser; then the Hyper-UNet is baked into plain convs and checked to give
 the same predictions. Results go to ``--out`` as CSV and Markdown.
 
 Usage::
 
-    python scripts/quickstart.py                   # about a minute on 2 idle CPU cores
+    python scripts/quickstart.py                   # ~20 s on 2 idle CPU cores
     python scripts/quickstart.py --steps 20        # seconds (smoke)
 """
 
