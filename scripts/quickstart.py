@@ -14,8 +14,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import time
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from monai.utils import set_determinism
 from tqdm import tqdm
 
 from monai_hyperconv import bake
+from monai_hyperconv.bundle.results import atomic_write_text, write_csv
 from monai_hyperconv.networks import create_network
 
 
@@ -96,21 +95,12 @@ def main(argv=None):
     }
     rows = [train_eval(n, m, data, args.steps, args.batch, device, args.seed) for n, m in models.items()]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     lines = ["| model | parameters | test Dice | train s | baked = original |", "|---|---:|---:|---:|---|"]
     lines += [f"| {r['model']} | {r['parameters']:,} | {r['test_dice']:.3f} | {r['train_seconds']} | "
               f"{r['baked_predictions_identical']} |" for r in rows]
     table = "\n".join(lines)
-    for name, text in (("results.md", table + "\n"),):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
-    tmp = out / ".results.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, out / "results.csv")
+    atomic_write_text(out / "results.md", table + "\n")
+    write_csv(rows, out / "results.csv")
     print("\n" + table)
     print(f"\nResults written to {out.resolve()}/results.csv and results.md")
     return rows

@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..utils import atomic_write
 from .distributed import is_main_process
 
 __all__ = ["atomic_save", "unwrap", "CheckpointManager", "BestModelSaver"]
@@ -35,19 +35,7 @@ logger = logging.getLogger(__name__)
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> str:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace`` it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return str(path)
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def unwrap(obj: Any) -> Any:

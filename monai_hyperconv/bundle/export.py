@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..utils import atomic_write
 from .checkpoint import atomic_save, unwrap
 
 __all__ = ["load_weights", "bake_checkpoint", "export_baked"]
@@ -56,20 +56,6 @@ def bake_checkpoint(network: torch.nn.Module, ckpt_file: str | os.PathLike | Non
     if ckpt_file is not None:
         load_weights(net, ckpt_file, key)
     return bake(net).eval()
-
-
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def export_baked(
@@ -115,11 +101,11 @@ def export_baked(
             raise RuntimeError(f"baked network differs from the original by {err:.2e} > {atol}.")
         if method == "torchscript":
             mod = torch.jit.trace(baked, x, check_trace=False)
-            _atomic(out, lambda p: torch.jit.save(mod, p))
+            atomic_write(out, lambda p: torch.jit.save(mod, p))
             exported = torch.jit.load(str(out), map_location=device)
         else:
             ep = torch.export.export(baked, (x,))
-            _atomic(out, lambda p: torch.export.save(ep, p))
+            atomic_write(out, lambda p: torch.export.save(ep, p))
             exported = torch.export.load(str(out)).module()
         err2 = (exported(x) - ref).abs().max().item()
     if err2 > atol:

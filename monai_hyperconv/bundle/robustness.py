@@ -22,7 +22,7 @@ import torch
 
 from .checkpoint import unwrap
 from .distributed import is_main_process
-from .results import plot_curves, write_csv, write_json, write_markdown
+from .results import write_csv, write_json, write_markdown
 
 __all__ = ["NOISE_TYPES", "corrupt", "noise_robustness"]
 

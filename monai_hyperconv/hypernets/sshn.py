@@ -12,7 +12,7 @@ from torch import nn
 from ..layers.convert import bake
 from .predicted import FiLM, PhiHypernetwork, PredictedConv, ThetaSlot
 from .resize import check_phi, check_phi_prior, resolve_phi
-from .unet import MaterializedNetwork, ScaleSpaceUNet, leaky_slope
+from .unet import MaterializedNetwork, ScaleSpaceUNet
 
 __all__ = ["ScaleSpaceHyperUNet", "FiLMScaleSpaceUNet"]
 

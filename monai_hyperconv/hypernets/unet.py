@@ -13,7 +13,7 @@ import torch
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch import nn
 
-from ..layers.base import GeneratedConv, conv_class
+from ..layers.base import GeneratedConv
 from ..layers.factories import get_conv_type
 from .resize import VariableResize, check_phi, check_phi_prior, resolve_phi
 

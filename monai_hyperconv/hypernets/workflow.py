@@ -382,7 +382,7 @@ def export_materialized(network: nn.Module, phi: float, filepath: str | os.PathL
 
 def _export_pair(mat: nn.Module, shapes, filepath, method) -> str:
     from ..bundle.checkpoint import atomic_save
-    from ..bundle.export import _atomic
+    from ..utils import atomic_write
     from ..layers import bake
 
     out = Path(filepath)
@@ -393,11 +393,11 @@ def _export_pair(mat: nn.Module, shapes, filepath, method) -> str:
         ref = mat(*xs)
         if method == "torchscript":
             mod = torch.jit.trace(baked, xs, check_trace=False)
-            _atomic(out, lambda p: torch.jit.save(mod, p))
+            atomic_write(out, lambda p: torch.jit.save(mod, p))
             got = torch.jit.load(str(out))(*xs)
         else:
             ep = torch.export.export(baked, xs)
-            _atomic(out, lambda p: torch.export.save(ep, p))
+            atomic_write(out, lambda p: torch.export.save(ep, p))
             got = torch.export.load(str(out)).module()(*xs)
     err = max((a - b).abs().max().item() for a, b in zip(ref, got))
     if err > 1e-4:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import uuid
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
+from ..utils import atomic_write
 from .flops import count_flops
 
 __all__ = [
@@ -239,27 +238,6 @@ def choose_phi(
                              f"({sign * best:.4g}).")
         return min(ok, key=lambda r: (r["gflops"], -sign * r[key]))["phi"]
     return max(rows, key=lambda r: (sign * r[key], -r["gflops"]))["phi"]
-
-
-def atomic_write(path: str, write: Callable[[str], None]) -> str:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it onto ``path``.
-
-    Readers never see a half-written file; a failed write leaves any previous file intact.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    # O_EXCL with mode 0o666 (minus the umask): unique like mkstemp, but normal file permissions
-    tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}{os.path.splitext(path)[1]}")
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
 
 
 def write_csv(table: Table, path: str) -> str:

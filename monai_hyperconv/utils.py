@@ -1,0 +1,36 @@
+"""Small helpers shared across subpackages (no heavy imports here)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Callable
+
+__all__ = ["atomic_write"]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> str:
+    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it onto ``path``.
+
+    Readers never see a half-written file, and a failed write leaves any previous file intact and
+    no temporary file behind. The temporary name keeps ``path``'s extension (writers such as
+    ``savefig`` or ``torch.export.save`` look at it) and contains ``.tmp``.
+
+    Returns:
+        ``path`` as a string.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    name = os.path.basename(path)
+    # O_EXCL with mode 0o666 (minus the umask): unique like mkstemp, but normal file permissions
+    tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp{os.path.splitext(name)[1]}")
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
