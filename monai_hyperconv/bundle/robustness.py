@@ -32,12 +32,14 @@ logger = logging.getLogger(__name__)
 NOISE_TYPES = {
     "salt_pepper": "fraction of pixels set to the image min/max (half each)",
     "gaussian": "standard deviation of additive Gaussian noise (images in [0, 1])",
+    "speckle": "standard deviation of multiplicative Gaussian noise x + x n (scikit-image's speckle)",
 }
 
 
 def corrupt(images: torch.Tensor, noise: str, level: float, rng: np.random.RandomState) -> torch.Tensor:
     """Corrupt a batch (N, C, ...) image by image with independent noise drawn from ``rng``."""
     from ..transforms import salt_pepper
+    from ..transforms.noise import speckle
 
     if level <= 0:
         return images
@@ -46,6 +48,8 @@ def corrupt(images: torch.Tensor, noise: str, level: float, rng: np.random.Rando
     if noise == "gaussian":
         g = torch.from_numpy(rng.standard_normal(images.shape).astype(np.float32)).to(images.device)
         return images + float(level) * g
+    if noise == "speckle":
+        return torch.stack([torch.as_tensor(speckle(im, float(level), rng)) for im in images])
     raise ValueError(f"unknown noise {noise!r}; choose from {sorted(NOISE_TYPES)}.")
 
 

@@ -16,6 +16,7 @@ from .registration import RegistrationNet
 from .hyperseg import HyperSegNet, PatchHyperNetwork, patchwise_conv  # registers "hyperseg"
 from .first_layer import FirstLayerUNet  # registers "first_layer_unet"
 from .unet import PaperUNet
+from .output import init_output_layer, output_layer
 from .paper import PAPER_ROWS, count_parameters, format_parameter_table, parameter_table  # registers the names
 
 __all__ = [
@@ -23,5 +24,5 @@ __all__ = [
     "PaperUNet", "MultiBranchUNet", "FlatResidualCNN", "FlatResidualBlock", "SimpleCNN", "SmallResNet",
     "PreActResidualBlock", "ConvNormAct", "DoubleConv", "NonLocalBlock",
     "receptive_field", "chain_receptive_field", "count_parameters", "parameter_table", "format_parameter_table",
-    "PAPER_ROWS", "RegistrationNet", "HyperSegNet", "PatchHyperNetwork", "patchwise_conv", "FirstLayerUNet",
+    "PAPER_ROWS", "init_output_layer", "output_layer", "RegistrationNet", "HyperSegNet", "PatchHyperNetwork", "patchwise_conv", "FirstLayerUNet",
 ]

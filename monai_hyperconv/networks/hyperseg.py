@@ -189,6 +189,18 @@ class PatchHyperNetwork(nn.Module):
             head.bias.zero_()
             head.bias[:n_w].normal_(std=math.sqrt(0.5 * var))
 
+    @torch.no_grad()
+    def init_output_layer(self, bias=None, zero_weight: bool = False) -> None:
+        """Set the generated output conv's bias (all patches) and/or zero its weight."""
+        head = self.heads[-1]
+        n_w = math.prod(self.layer_shapes[-1])
+        if zero_weight:
+            head.weight[:n_w].zero_()
+            head.bias[:n_w].zero_()
+        if bias is not None:
+            head.weight[n_w:].zero_()
+            head.bias[n_w:].fill_(float(bias))
+
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         """Patch embeddings ``(B, P, embed_dim)`` from bottleneck features ``(B, C, *S)``."""
         d = self.spatial_dims
@@ -368,6 +380,10 @@ class HyperSegNet(nn.Module):
             h = self.dec_post[i](patchwise_conv(h, w, b, self.patch_grid))
         w, b = gen[-1]
         return patchwise_conv(h, w, b, self.patch_grid)
+
+    def init_output_layer(self, bias=None, zero_weight: bool = False) -> None:
+        """Set the generated output conv's bias and/or zero its weight (see ``init_output_layer``)."""
+        self.hypernet.init_output_layer(bias=bias, zero_weight=zero_weight)
 
     def rf_chain(self, path: str = "paper") -> List[nn.Module]:
         """For :func:`monai_hyperconv.networks.receptive_field`: every output sees all pixels

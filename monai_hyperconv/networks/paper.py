@@ -61,6 +61,7 @@ def _register(name: str, cls: type, defaults: Dict[str, Any], description: str, 
     fn = _factory(cls, defaults, **kw)
     fn.__name__ = name
     fn.__qualname__ = name
+    fn.network_class = cls  # lets tools (e.g. the comparison runner) see the accepted keyword arguments
     fn.__doc__ = (
         f"{description}\n\n``{cls.__name__}(spatial_dims=2, ...)`` with {defaults or 'its defaults'}; "
         f"any keyword overrides them."

@@ -1,0 +1,301 @@
+"""One algorithm x fold cell of a comparison, run in its own process.
+
+``python -m monai_hyperconv.compare.cell CELL_DIR/cell.json`` trains the bundle recipe with the
+cell's network (``ConfigWorkflow`` of the bundle's ``train.json``, resumable from the bundle's
+``checkpoint_last.pt``), then measures the final model and writes ``CELL_DIR/result.json``
+atomically: ``status`` "ok" with the numbers, or "failed" with the error and traceback.
+
+Measured (all on the cell's device, the network in eval mode):
+- ``train_metric`` / ``test_metric``: the bundle's validation key metric on the training split and
+  on the held-out fold, both with the validation transforms (no augmentation) and the final weights
+  (no best-epoch selection on the test fold, so the gap is not flattered);
+- ``params``: trainable parameters; ``receptive_field``: :func:`~monai_hyperconv.networks.receptive_field`
+  (the papers' convention; "all" for global ones; None where it cannot be derived);
+- ``gflops`` and ``latency_ms``: one forward of one sample of the shape the inferer feeds the network
+  (captured during evaluation, e.g. one 2-D slice for slice-wise inference); latency is the median of
+  ``latency_reps`` timed runs after warm-up;
+- ``peak_mem_mb``: CUDA: peak allocated memory of the cell; CPU: peak resident set size of the cell's process;
+- ``train_time_s``: wall-clock seconds of the bundle's training run (with its one final validation);
+- ``robustness``: ``{noise: {level: metric}}`` on the held-out fold, noise added to the network
+  input after preprocessing (:func:`monai_hyperconv.bundle.corrupt`, seeded per noise and level).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+__all__ = ["run_cell", "CELL_FILE", "RESULT_FILE", "METRIC_FIELDS"]
+
+CELL_FILE = "cell.json"
+RESULT_FILE = "result.json"
+METRIC_FIELDS = ("train_metric", "test_metric", "gap", "params", "receptive_field", "gflops", "train_time_s",
+                 "latency_ms", "peak_mem_mb", "robust_metric")
+
+
+def _configs(spec: dict) -> list[str]:
+    return [os.fspath(c) for c in spec["configs"]]
+
+
+def _overrides(spec: dict, resume: bool) -> dict[str, Any]:
+    ov = dict(spec.get("overrides", {}))
+    ov.update({
+        "bundle_root": spec["cell_dir"],
+        "seed": spec["seed"],
+        "resume": resume,
+        "device": f"$torch.device({spec['device']!r})",
+        spec["network_key"]: spec["network"],
+    })
+    if spec.get("dataset_dir"):
+        ov["dataset_dir"] = spec["dataset_dir"]
+    if spec.get("num_folds", 1) > 1:
+        ov["fold"], ov["num_folds"] = spec["fold"], spec["num_folds"]
+    budget = spec["budget"]
+    if "epochs" in budget:
+        ov["epochs"] = int(budget["epochs"])
+        ov["val_interval"] = int(budget["epochs"])  # one validation, at the end: selection is not ours
+    else:
+        ov["epochs"] = 1
+        ov["val_interval"] = 1
+        ov["train#trainer#epoch_length"] = int(budget["iterations"])
+    return ov
+
+
+def _parser(spec: dict, overrides: dict):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(_configs(spec))
+    parser.update(overrides)
+    return parser
+
+
+def _key_metric(evaluator) -> float:
+    name = evaluator.state.key_metric_name
+    value = evaluator.state.metrics.get(name)
+    if value is None:
+        raise RuntimeError(f"the evaluator computed no {name!r} (metrics: {sorted(evaluator.state.metrics)}).")
+    return float(value)
+
+
+def _split_data_expr(parser, split: str) -> str | None:
+    """The expression selecting ``split`` for ``validate#dataset#data`` (None if the bundle does not use datalists)."""
+    expr = parser.get("validate#dataset#data")
+    if isinstance(expr, str) and "@datalists['validation']" in expr.replace('"', "'"):
+        return expr.replace('"validation"', "'validation'").replace("'validation'", repr(split))
+    return None
+
+
+def _first_sample(obj):
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj[:1].detach().clone()
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_first_sample(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _first_sample(v) for k, v in obj.items()}
+    return obj
+
+
+def _sync(device) -> None:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _measure_model(net, args, kwargs, device, reps: int) -> dict[str, Any]:
+    """Parameters, receptive field, GFLOPs and latency of one forward of one sample."""
+    import statistics
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..networks import receptive_field
+
+    out: dict[str, Any] = {"params": int(sum(p.numel() for p in net.parameters() if p.requires_grad))}
+    try:
+        rf = receptive_field(net)
+        out["receptive_field"] = "all" if (isinstance(rf, float) and math.isinf(rf)) else (
+            list(rf) if isinstance(rf, tuple) else int(rf))
+    except Exception:  # networks outside this package: no chain to follow
+        out["receptive_field"] = None
+    if args is None:
+        out.update(gflops=None, latency_ms=None, input_shape=None)
+        return out
+    out["input_shape"] = [list(a.shape) for a in args if isinstance(a, torch.Tensor)]
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            counter = FlopCounterMode(display=False)
+            with counter:
+                net(*args, **kwargs)
+            out["gflops"] = counter.get_total_flops() / 1e9
+            for _ in range(2):
+                net(*args, **kwargs)
+            times = []
+            for _ in range(max(1, reps)):
+                _sync(device)
+                t0 = time.perf_counter()
+                net(*args, **kwargs)
+                _sync(device)
+                times.append((time.perf_counter() - t0) * 1e3)
+            out["latency_ms"] = statistics.median(times)
+    finally:
+        net.train(was_training)
+    return out
+
+
+def _evaluate(spec: dict, overrides: dict, state_dict: dict, split: str, noise: dict | None = None,
+              capture: bool = False) -> dict[str, Any]:
+    """The key metric of the final weights on ``split`` (+ the noise sweep and the captured network input)."""
+    import numpy as np
+    import torch
+    from ignite.engine import Events
+
+    from ..bundle.robustness import corrupt
+
+    parser = _parser(spec, overrides)
+    expr = _split_data_expr(parser, split)
+    if split != "validation":
+        if expr is None:
+            return {"metric": None, "note": f"validate#dataset#data does not select datalists['validation']; "
+                                            f"no {split} evaluation"}
+        parser["validate#dataset#data"] = expr
+    parser["validate#handlers"] = []  # no best-model saving or logging from these evaluations
+    evaluator = parser.get_parsed_content("validate#evaluator")
+    net = evaluator.network
+    net.load_state_dict(state_dict)
+    result: dict[str, Any] = {}
+    captured: dict[str, Any] = {}
+    handle = None
+    if capture:
+        def hook(module, args, kwargs):
+            if "args" not in captured:
+                captured["args"], captured["kwargs"] = _first_sample(args), _first_sample(kwargs)
+
+        handle = net.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        evaluator.run()
+    finally:
+        if handle is not None:
+            handle.remove()
+    result["metric"] = _key_metric(evaluator)
+    result["metric_key"] = evaluator.state.key_metric_name
+    result["captured"] = captured or None
+    result["network"] = net
+    if noise:
+        key = spec.get("image_key", "image")
+        rob: dict[str, dict[str, float]] = {}
+        for ntype, levels in noise.items():
+            rob[ntype] = {}
+            for level in levels:
+                if float(level) <= 0:
+                    rob[ntype][str(float(level))] = result["metric"]
+                    continue
+                rng = np.random.RandomState(int(spec["seed"]) * 1000 + int(round(float(level) * 1e4)) % 997)
+
+                def corrupt_batch(engine, ntype=ntype, level=level, rng=rng):
+                    batch = engine.state.batch
+                    if not isinstance(batch, dict) or key not in batch:
+                        raise KeyError(f"noise robustness: batches have no {key!r} key (keys: "
+                                       f"{sorted(batch) if isinstance(batch, dict) else type(batch).__name__}).")
+                    img = batch[key]
+                    img.copy_(corrupt(img.as_tensor() if hasattr(img, "as_tensor") else img, ntype, float(level), rng))
+
+                evaluator.add_event_handler(Events.GET_BATCH_COMPLETED, corrupt_batch)
+                try:
+                    evaluator.run()
+                finally:
+                    evaluator.remove_event_handler(corrupt_batch, Events.GET_BATCH_COMPLETED)
+                rob[ntype][str(float(level))] = _key_metric(evaluator)
+        result["robustness"] = rob
+    return result
+
+
+def run_cell(spec: dict) -> dict[str, Any]:
+    """Train and measure one cell (see the module docstring); returns the result dict (also written)."""
+    import torch
+
+    from ..bundle.results import write_json
+
+    cell_dir = Path(spec["cell_dir"])
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    base = {k: spec.get(k) for k in ("algorithm", "name", "options", "fold", "metric_name")}
+    base.update(source="compare", cell_dir=str(cell_dir), device=spec["device"])
+    t_start = time.time()
+    try:
+        if spec.get("threads"):
+            torch.set_num_threads(int(spec["threads"]))
+        if torch.device(spec["device"]).type == "cuda":
+            torch.cuda.reset_peak_memory_stats(spec["device"])
+        from monai.bundle import ConfigWorkflow
+
+        resume = (cell_dir / "models" / "checkpoint_last.pt").is_file()
+        overrides = _overrides(spec, resume)
+        wf = ConfigWorkflow(config_file=_configs(spec), workflow_type="train",
+                            meta_file=str(Path(spec["bundle"]) / "configs" / "metadata.json"),
+                            logging_file=spec.get("logging_file"), **overrides)
+        wf.initialize()
+        t0 = time.perf_counter()
+        wf.run()
+        train_time = time.perf_counter() - t0
+        network = wf.parser.get_parsed_content("network")
+        state = {k: v.detach().clone() for k, v in getattr(network, "module", network).state_dict().items()}
+        wf.finalize()
+        ev_overrides = {**overrides, "resume": False}
+        test = _evaluate(spec, ev_overrides, state, "validation", noise=spec.get("noise"), capture=True)
+        train = _evaluate(spec, ev_overrides, state, "training")
+        cap = test.get("captured") or {}
+        measured = _measure_model(test["network"], cap.get("args"), cap.get("kwargs") or {}, spec["device"],
+                                  int(spec.get("latency_reps", 10)))
+        if torch.device(spec["device"]).type == "cuda":
+            peak = torch.cuda.max_memory_allocated(spec["device"]) / 2**20
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+        rob = test.get("robustness") or {}
+        noisy = [v for levels in rob.values() for lv, v in levels.items() if float(lv) > 0]
+        sign = 1.0 if spec.get("higher_is_better", True) else -1.0
+        result = {
+            **base, "status": "ok", "error": None,
+            "metric_key": test["metric_key"],
+            "train_metric": train["metric"], "test_metric": test["metric"],
+            "gap": None if train["metric"] is None else sign * (train["metric"] - test["metric"]),
+            **measured,
+            "train_time_s": train_time, "resumed": resume,
+            "peak_mem_mb": peak,
+            "robustness": rob, "robust_metric": (sum(noisy) / len(noisy)) if noisy else None,
+            "notes": [n for n in (train.get("note"),) if n],
+            "wall_time_s": time.time() - t_start,
+        }
+    except Exception as exc:  # recorded, never raised: one failing cell must not stop the others
+        result = {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                  "traceback": traceback.format_exc(), "wall_time_s": time.time() - t_start}
+    result["spec_hash"] = spec.get("spec_hash")
+    write_json(result, cell_dir / RESULT_FILE)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m monai_hyperconv.compare.cell CELL_DIR/cell.json", file=sys.stderr)
+        return 2
+    with open(argv[0], encoding="utf-8") as f:
+        spec = json.load(f)
+    result = run_cell(spec)
+    print(json.dumps({k: result.get(k) for k in ("algorithm", "fold", "status", "test_metric", "error")}))
+    return 0 if result["status"] == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

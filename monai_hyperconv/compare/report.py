@@ -1,0 +1,95 @@
+"""The experiment-report convention read by ``scripts/make_results_doc.py`` (``docs/results.md``).
+
+Every script in ``scripts/experiments/`` writes ``<out>/summary.json`` whose ``"report"`` entry
+is made by :func:`experiment_report`; the results document is assembled from those entries
+only (never written by hand), so its numbers are always the ones the scripts measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["experiment_report", "read_report", "REPORT_KEYS", "fmt_pm"]
+
+REPORT_KEYS = ("name", "title", "papers", "command", "scale", "tables", "figures", "paragraph", "numbers")
+
+
+def experiment_report(
+    name: str,
+    title: str,
+    papers: str,
+    command: str,
+    scale: str,
+    paragraph: str,
+    tables: Sequence[str] = (),
+    figures: Sequence[str] = (),
+    numbers: Mapping[str, Any] | None = None,
+    out_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """One experiment's entry for the results document.
+
+    Args:
+        name: short id (the script's stem, e.g. ``"noise_robustness"``); sections are ordered by it.
+        title: section title, e.g. ``"Noise robustness (001 Fig 6)"``.
+        papers: which figures/tables of which papers it reproduces.
+        command: the one command that produced it (as a user would type it).
+        scale: what it ran at (data, image size, widths, epochs, folds, device).
+        paragraph: the honest comparison with the paper's numbers, built from the measured values.
+        tables: Markdown table files (included verbatim in the document).
+        figures: PNG files (copied next to the document).
+        numbers: the key measured values (machine-readable, for tests and the document).
+        out_dir: if given, ``tables``/``figures`` are stored relative to it (so a moved folder still works).
+
+    Returns:
+        The dict to store under ``"report"`` in ``summary.json``.
+    """
+    for key, value in (("name", name), ("title", title), ("command", command), ("paragraph", paragraph)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"experiment_report: {key!r} must be a non-empty string, got {value!r}.")
+
+    def rel(paths: Sequence[str]) -> list[str]:
+        out = []
+        for p in paths:
+            p = os.fspath(p)
+            out.append(os.path.relpath(p, out_dir) if out_dir is not None and os.path.isabs(p) else p)
+        return out
+
+    return {
+        "name": name, "title": title, "papers": papers, "command": command, "scale": scale,
+        "paragraph": paragraph.strip(), "tables": rel(tables), "figures": rel(figures),
+        "numbers": dict(numbers or {}),
+    }
+
+
+def read_report(summary_json: str | os.PathLike) -> dict[str, Any]:
+    """The ``report`` entry of an experiment's ``summary.json``, with table/figure paths made absolute.
+
+    Raises:
+        ValueError: naming the file when it has no (complete) ``report`` entry.
+    """
+    path = os.fspath(summary_json)
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    rep = data.get("report") if isinstance(data, dict) else None
+    if not isinstance(rep, dict):
+        raise ValueError(f"{path}: no 'report' entry (write it with monai_hyperconv.compare.experiment_report).")
+    missing = [k for k in REPORT_KEYS if k not in rep]
+    if missing:
+        raise ValueError(f"{path}: 'report' lacks {missing}.")
+    base = os.path.dirname(os.path.abspath(path))
+    rep = dict(rep)
+    for key in ("tables", "figures"):
+        rep[key] = [p if os.path.isabs(p) else os.path.join(base, p) for p in rep[key]]
+    return rep
+
+
+def fmt_pm(mean: float | None, std: float | None, digits: int = 3) -> str:
+    """``"0.712 ± 0.031"`` (or ``"n/a"``); the format of every mean ± std in tables and paragraphs."""
+    if mean is None:
+        return "n/a"
+    if std is None:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"

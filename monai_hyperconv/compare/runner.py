@@ -1,0 +1,368 @@
+"""The comparison runner: algorithms x folds through one bundle recipe -> a leaderboard.
+
+>>> from monai_hyperconv.compare import run_comparison
+>>> run_comparison("segmentation", ["unet:kernel_size=3", "hyper_unet:kernel_size=5,n_l=4"], folds=2,
+...                epochs=5, output_dir="runs/compare_liver")  # doctest: +SKIP
+
+Every cell runs in its own process (``python -m monai_hyperconv.compare.cell``), at most
+``workers`` at a time, each pinned to one device (GPUs round-robin when present, else CPU with
+``cpu_count // workers`` threads). Finished cells (``result.json`` with status "ok" and the same
+cell spec) are not recomputed; a failed cell (an exception, or a process that died) is recorded
+with its error and the others go on. The leaderboard is rewritten after every cell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .cell import CELL_FILE, RESULT_FILE
+from .spec import DEFAULT_NOISE, TASKS, AlgorithmSpec, bundle_dir, network_config, parse_algorithm
+
+__all__ = ["run_comparison", "plan_cells", "MANIFEST_FILE", "ComparisonError"]
+
+MANIFEST_FILE = "comparison.json"
+#: manifest fields that must match when an output folder is reused (algorithms may be added)
+_SHARED_KEYS = ("task", "bundle", "configs", "dataset_dir", "folds", "budget", "seed", "overrides", "noise")
+
+
+class ComparisonError(ValueError):
+    """Bad comparison input (names the argument, file or key)."""
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _devices(devices: Sequence[str] | None) -> list[str]:
+    if devices:
+        return list(devices)
+    import torch
+
+    n = torch.cuda.device_count()
+    return [f"cuda:{i}" for i in range(n)] if n else ["cpu"]
+
+
+def _resolve_data(task: str, data: str | os.PathLike | None, output_dir: Path) -> tuple[str, bool]:
+    """(dataset_dir, is_demo): ``data`` is a folder with ``dataset.json`` or the ``dataset.json`` itself."""
+    if data is None:
+        return str((output_dir / "data" / f"{TASKS[task].demo_task}_demo").resolve()), True
+    p = Path(data)
+    if p.is_file():
+        if p.name != "dataset.json":
+            raise ComparisonError(f"--data {p}: a data list file must be named dataset.json "
+                                  f"(Decathlon layout, paths relative to its folder).")
+        p = p.parent
+    if not (p / "dataset.json").is_file():
+        raise ComparisonError(f"--data {p}: no dataset.json there (a Decathlon-style data list is expected).")
+    return str(p.resolve()), False
+
+
+def plan_cells(
+    task: str,
+    algorithms: Sequence[str | AlgorithmSpec],
+    folds: int,
+    output_dir: str | os.PathLike,
+    epochs: int | None = None,
+    iterations: int | None = None,
+    data: str | os.PathLike | None = None,
+    bundle: str | os.PathLike | None = None,
+    configs: Sequence[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    noise: Mapping[str, Sequence[float]] | None = None,
+    seed: int = 0,
+    fold_ids: Sequence[int] | None = None,
+    latency_reps: int = 10,
+) -> tuple[dict, list[dict]]:
+    """The manifest and the cell specs of a comparison (nothing is run or written).
+
+    Args: see :func:`run_comparison`.
+    """
+    from monai.bundle import ConfigParser
+
+    if task not in TASKS:
+        raise ComparisonError(f"task {task!r}: choose one of {sorted(TASKS)}.")
+    spec_t = TASKS[task]
+    if (epochs is None) == (iterations is None):
+        raise ComparisonError("give exactly one budget: epochs or iterations.")
+    budget = {"epochs": int(epochs)} if epochs is not None else {"iterations": int(iterations)}
+    if min(budget.values()) < 1:
+        raise ComparisonError(f"budget must be >= 1, got {budget}.")
+    if not isinstance(folds, int) or folds < 1:
+        raise ComparisonError(f"folds must be a positive int, got {folds!r}.")
+    if not algorithms:
+        raise ComparisonError("no algorithms given.")
+    algos = [a if isinstance(a, AlgorithmSpec) else parse_algorithm(a) for a in algorithms]
+    slugs = [a.slug for a in algos]
+    dup = sorted({s for s in slugs if slugs.count(s) > 1})
+    if dup:
+        raise ComparisonError(f"algorithms given twice: {dup}.")
+    out = Path(output_dir).resolve()
+    bdir = bundle_dir(bundle or spec_t.bundle)
+    dataset_dir, is_demo = _resolve_data(task, data, out)
+    if configs is None:
+        configs = ["train.json"] + (["demo.json"] if is_demo and (bdir / "configs" / "demo.json").is_file() else [])
+    cfg_paths = []
+    for c in configs:
+        p = Path(c) if Path(c).is_file() else bdir / "configs" / c
+        if not p.is_file():
+            raise ComparisonError(f"config {c!r}: not found (looked in {bdir / 'configs'}).")
+        cfg_paths.append(str(p.resolve()))
+    parser = ConfigParser()
+    parser.read_config(cfg_paths)
+    ov = dict(overrides or {})
+    for key in ov:
+        if key.split("#")[0] not in parser.get():
+            raise ComparisonError(f"override {key!r}: the bundle config has no {key.split('#')[0]!r} entry.")
+    parser.update(ov)
+    base_net = parser.get(spec_t.network_key)
+    if not isinstance(base_net, dict):
+        raise ComparisonError(f"bundle {bdir.name}: config entry {spec_t.network_key!r} is not a network dict.")
+    if folds > 1 and "fold" not in parser.get():
+        raise ComparisonError(f"folds={folds}: bundle {bdir.name} has no 'fold' setting (use folds=1).")
+    fold_list = list(range(folds)) if fold_ids is None else [int(f) for f in fold_ids]
+    bad = [f for f in fold_list if not 0 <= f < folds]
+    if bad:
+        raise ComparisonError(f"fold_ids {bad} outside 0..{folds - 1}.")
+    noise = {k: [float(x) for x in v] for k, v in (DEFAULT_NOISE[task] if noise is None else noise).items()}
+    from ..bundle.robustness import NOISE_TYPES
+
+    unknown = sorted(set(noise) - set(NOISE_TYPES))
+    if unknown:
+        raise ComparisonError(f"noise {unknown}: choose from {sorted(NOISE_TYPES)}.")
+    manifest = {
+        "task": task, "bundle": str(bdir), "configs": cfg_paths, "dataset_dir": dataset_dir, "is_demo": is_demo,
+        "folds": folds, "budget": budget, "seed": int(seed), "overrides": ov, "noise": noise,
+        "metric": spec_t.metric, "higher_is_better": spec_t.higher_is_better,
+        "algorithms": [{"text": a.text, "name": a.name, "options": a.options, "slug": a.slug} for a in algos],
+    }
+    cells = []
+    for a in algos:
+        net_cfg = network_config(base_net, a)
+        for f in fold_list:
+            cell = {
+                "algorithm": a.text, "name": a.name, "options": a.options, "slug": a.slug, "fold": f,
+                "num_folds": folds, "bundle": str(bdir), "configs": cfg_paths, "dataset_dir": dataset_dir,
+                "overrides": ov, "network_key": spec_t.network_key, "network": net_cfg, "budget": budget,
+                "seed": int(seed), "noise": noise, "metric_name": spec_t.metric,
+                "higher_is_better": spec_t.higher_is_better, "latency_reps": int(latency_reps),
+                "cell_dir": str(out / "cells" / a.slug / f"fold{f}"),
+            }
+            cell["spec_hash"] = _hash({k: v for k, v in cell.items() if k != "cell_dir"})
+            cells.append(cell)
+    return manifest, cells
+
+
+def _check_manifest(out: Path, manifest: dict) -> dict:
+    """Merge ``manifest`` with the one already in ``out`` (same shared settings required)."""
+    path = out / MANIFEST_FILE
+    if not path.is_file():
+        return manifest
+    old = json.loads(path.read_text())
+    diff = [k for k in _SHARED_KEYS if json.dumps(old.get(k), sort_keys=True) != json.dumps(manifest.get(k), sort_keys=True)]
+    if diff:
+        raise ComparisonError(
+            f"{path}: this output folder holds a comparison with different {diff} "
+            f"(was {[old.get(k) for k in diff]}, now {[manifest.get(k) for k in diff]}); "
+            f"use another --output folder (nothing was overwritten).")
+    known = {a["slug"] for a in old["algorithms"]}
+    merged = dict(manifest)
+    merged["algorithms"] = old["algorithms"] + [a for a in manifest["algorithms"] if a["slug"] not in known]
+    return merged
+
+
+def _finished(cell: dict) -> dict | None:
+    path = Path(cell["cell_dir"]) / RESULT_FILE
+    if not path.is_file():
+        return None
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return res if res.get("status") == "ok" and res.get("spec_hash") == cell["spec_hash"] else None
+
+
+def _launch(cell: dict, device: str, threads: int) -> subprocess.Popen:
+    from ..bundle.results import write_json
+
+    cell_dir = Path(cell["cell_dir"])
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    run_cell = dict(cell, device=device, threads=threads)
+    if device.startswith("cuda"):
+        env["CUDA_VISIBLE_DEVICES"] = device.split(":")[1] if ":" in device else "0"
+        run_cell["device"] = "cuda:0"  # the one visible GPU: pinned
+    else:
+        env["OMP_NUM_THREADS"] = str(threads)
+    write_json(run_cell, cell_dir / CELL_FILE)
+    log = open(cell_dir / "log.txt", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "monai_hyperconv.compare.cell", str(cell_dir / CELL_FILE)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc._log = log  # type: ignore[attr-defined]  # closed when the process ends
+    return proc
+
+
+def _collect(cell: dict, proc: subprocess.Popen) -> dict:
+    """The cell's result; a process that died without writing one is recorded as failed."""
+    from ..bundle.results import write_json
+
+    proc._log.close()  # type: ignore[attr-defined]
+    path = Path(cell["cell_dir"]) / RESULT_FILE
+    res = None
+    if path.is_file():
+        try:
+            res = json.loads(path.read_text())
+        except ValueError:
+            res = None
+    if res is None or res.get("spec_hash") != cell["spec_hash"]:
+        log = Path(cell["cell_dir"]) / "log.txt"
+        tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
+        res = {k: cell[k] for k in ("algorithm", "name", "options", "fold", "metric_name")}
+        res.update(status="failed", source="compare", cell_dir=cell["cell_dir"], spec_hash=cell["spec_hash"],
+                   error=f"cell process exited with code {proc.returncode} without a result; log tail:\n{tail}")
+        write_json(res, path)
+    return res
+
+
+def run_comparison(
+    task: str,
+    algorithms: Sequence[str | AlgorithmSpec],
+    folds: int = 5,
+    output_dir: str | os.PathLike = "runs/compare",
+    epochs: int | None = None,
+    iterations: int | None = None,
+    data: str | os.PathLike | None = None,
+    bundle: str | os.PathLike | None = None,
+    configs: Sequence[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    noise: Mapping[str, Sequence[float]] | None = None,
+    seed: int = 0,
+    workers: int = 1,
+    devices: Sequence[str] | None = None,
+    fold_ids: Sequence[int] | None = None,
+    auto3dseg_work_dirs: Sequence[str | os.PathLike] = (),
+    latency_reps: int = 10,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train and measure every algorithm x fold with one bundle's recipe; write the leaderboard.
+
+    Args:
+        task: "segmentation", "reconstruction", "classification" or "registration" (:data:`TASKS`).
+        algorithms: specs like ``"unet:kernel_size=3"`` (see :func:`parse_algorithm`).
+        folds: k of k-fold cross-validation (the bundle's ``fold``/``num_folds`` re-split the data).
+        output_dir: where ``cells/``, the leaderboard and plots go; reusing it resumes.
+        epochs, iterations: the training budget (exactly one).
+        data: a folder with ``dataset.json`` (or the file); default: the task's demo, generated.
+        bundle: the recipe (default: the task's bundle); configs: its config files (default
+            ``train.json`` + ``demo.json`` on demo data).
+        overrides: config ids -> values for every cell (e.g. ``{"image_size": 64}``).
+        noise: ``{noise: [levels]}`` robustness sweep (default per task; ``{}`` for none).
+        seed: the same for every cell (fair: same splits, same initial data order).
+        workers: cells run in parallel; devices: e.g. ``["cuda:0", "cuda:1"]`` (default: all GPUs, else CPU).
+        fold_ids: run only these folds (default all).
+        auto3dseg_work_dirs: Auto3DSeg work directories whose algorithms join the leaderboard.
+        latency_reps: timed forwards per latency measurement.
+
+    Returns:
+        ``{"results": [...], "leaderboard": [...], "paths": {...}}``.
+    """
+    from ..bundle.results import write_json
+    from .leaderboard import write_outputs
+
+    out = Path(output_dir).resolve()
+    manifest, cells = plan_cells(task, algorithms, folds, out, epochs=epochs, iterations=iterations, data=data,
+                                 bundle=bundle, configs=configs, overrides=overrides, noise=noise, seed=seed,
+                                 fold_ids=fold_ids, latency_reps=latency_reps)
+    if not isinstance(workers, int) or workers < 1:
+        raise ComparisonError(f"workers must be a positive int, got {workers!r}.")
+    extra_rows: list[dict] = []
+    for wd in auto3dseg_work_dirs:
+        from .auto3dseg import read_auto3dseg_workdir
+
+        extra_rows += read_auto3dseg_workdir(wd)
+    manifest = _check_manifest(out, manifest)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(manifest, out / MANIFEST_FILE)
+    if manifest["is_demo"] and not Path(manifest["dataset_dir"]).exists():
+        # generate the demo once here, not concurrently in every worker
+        from ..data import ensure_demo
+
+        ensure_demo(TASKS[task].demo_task, manifest["dataset_dir"])
+
+    results: dict[str, dict] = {}
+    todo = []
+    for c in cells:
+        done = _finished(c)
+        if done is not None:
+            results[c["cell_dir"]] = done
+        else:
+            todo.append(c)
+    devs = _devices(devices)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    n_total = len(cells)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_total, initial=n_total - len(todo), desc="cells", unit="cell")
+        if len(todo) < n_total:
+            bar.write(f"resuming: {n_total - len(todo)} of {n_total} cells already finished in {out}")
+
+    # algorithms of earlier runs into the same folder stay on the leaderboard (not re-run)
+    current = {c["slug"] for c in cells}
+    earlier: list[dict] = []
+    for a in manifest["algorithms"]:
+        if a["slug"] in current:
+            continue
+        for fdir in sorted((out / "cells" / a["slug"]).glob("fold*/" + RESULT_FILE)):
+            try:
+                earlier.append(json.loads(fdir.read_text()))
+            except ValueError:
+                pass
+
+    rank = {a["text"]: i for i, a in enumerate(manifest["algorithms"])}
+
+    def refresh() -> dict:
+        ordered = earlier + [results[c["cell_dir"]] for c in cells if c["cell_dir"] in results]
+        ordered.sort(key=lambda r: (rank.get(r["algorithm"], len(rank)), r.get("fold", 0)))  # manifest order
+        return write_outputs(ordered + extra_rows, manifest, out)
+
+    running: list[tuple[dict, subprocess.Popen, str]] = []
+    free = list(range(workers))
+    slots: dict[int, int] = {}
+    paths = refresh()
+    while todo or running:
+        while todo and free:
+            slot = free.pop(0)
+            cell = todo.pop(0)
+            proc = _launch(cell, devs[slot % len(devs)], threads)
+            slots[id(proc)] = slot
+            running.append((cell, proc, devs[slot % len(devs)]))
+        time.sleep(0.2)
+        for item in list(running):
+            cell, proc, dev = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            free.append(slots.pop(id(proc)))
+            res = _collect(cell, proc)
+            results[cell["cell_dir"]] = res
+            paths = refresh()
+            if bar is not None:
+                msg = (f"{res['algorithm']} fold {res['fold']}: "
+                       + (f"test {manifest['metric']} {res['test_metric']:.4f}" if res["status"] == "ok"
+                          else f"FAILED ({res['error'].splitlines()[0][:200]})"))
+                bar.write(msg)
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+        print(f"leaderboard: {paths['markdown']}\n            {paths['csv']}\nper-fold results: {paths['json']}")
+    ordered = [results[c["cell_dir"]] for c in cells]
+    return {"results": ordered + extra_rows, "leaderboard": paths["rows"], "paths": paths, "manifest": manifest}
