@@ -6,6 +6,7 @@ DataAnalyzer -> BundleGen(templates_path_or_url=BYO_TEMPLATES_PATH) -> train (a 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -158,6 +159,15 @@ def test_generate_ct_windowing(data, tmp_path):
     assert (it["a_min"], it["a_max"]) == pytest.approx((fg["percentile_00_5"], fg["percentile_99_5"]))
 
 
+def test_train_command_uses_this_interpreter_in_one_process(generated):
+    algo = copy.deepcopy(generated["algos"]["sshn_0"])
+    algo.device_setting.update(CMD_PREFIX="", n_devices=2, CUDA_VISIBLE_DEVICES="0,1")
+    cmd, _ = algo._create_cmd({"num_iterations": 3})
+    assert cmd.split()[:3] == [sys.executable, os.path.join(algo.output_path, "scripts", "train.py"), "run"]
+    assert "--num_iterations=3" in cmd and "hyper_parameters.yaml" in cmd and "torchrun" not in cmd
+    assert algo.device_setting["n_devices"] == 1
+
+
 def test_train_writes_model_and_score(trained):
     for ident, algo in trained["algos"].items():
         score = algo.get_score()
@@ -226,7 +236,7 @@ def test_read_workdir_failed_and_foreign(generated, tmp_path):
         hp.update(fold=1, bundle_root=str(wd / name))
         (wd / name / "configs" / "hyper_parameters.yaml").write_text(yaml.safe_dump(hp))
     missing = str(tmp_path / "no_datalist.json")
-    with pytest.raises(Exception, match="no_datalist"):
+    with pytest.raises(FileNotFoundError, match="no_datalist"):
         train_algo(_configs(wd / "sshn_1"), data_list_file_path=missing, num_iterations=1)
     # MONAI's own template layout (segresnet): ckpt_path from hyper_parameters, progress.yaml list; moved work dir
     seg = wd / "segresnet_2"

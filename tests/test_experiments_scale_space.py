@@ -16,7 +16,8 @@ from monai_hyperconv.compare import read_report
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "experiments" / "scale_space.py"
 METHODS = ["SSHN", "Fixed", "Stochastic", "FiLM"]
-TABLES = ["methods", "segmentation", "training_time", "prior_width", "prior_width_summary", "transfer", "registration"]
+TABLES = ["methods", "segmentation", "training_time", "prior_width", "prior_width_summary", "transfer", "registration",
+          "dice_by_phi", "transfer_by_phi"]
 FIGURES = ["dice_vs_phi", "pareto", "prior_width", "transfer", "registration_pareto"]
 
 
@@ -88,6 +89,15 @@ def test_segmentation_table(smoke, script):
     for fr in fixed:
         same = [float(r["gflops"]) for r in rows if _close(r["phi"], fr["phi"])]
         assert max(same) == pytest.approx(min(same), rel=1e-9)
+    # the compact view repeats the full table's values
+    view = _csv(out / "dice_by_phi.csv")
+    assert list(view[0]) == ["phi", "gflops", *METHODS]
+    full = {(r["method"], float(r["phi"])): float(r["dice_mean"]) for r in rows}
+    for v in view:
+        for m in METHODS:
+            if v[m] != "":
+                assert float(v[m]) == pytest.approx(full[(m, float(v["phi"]))], abs=1e-9)
+    assert sum(v["Fixed"] != "" for v in view) == len(fixed_phis)
     # GFLOPs grow with phi
     s = sorted([r for r in rows if r["method"] == "SSHN"], key=lambda r: float(r["phi"]))
     assert all(float(a["gflops"]) <= float(b["gflops"]) for a, b in zip(s, s[1:]))
@@ -139,6 +149,11 @@ def test_training_time_ratio(smoke):
     assert tt["fixed_sweep_seconds"] == pytest.approx(sum(fixed), rel=1e-6)
     assert tt["ratio"] == pytest.approx(sum(fixed) / sshn[0], rel=1e-6)
     assert s["numbers"]["train_time_ratio"] == pytest.approx(tt["ratio"], rel=1e-12)
+    sshn_cpu = [float(r["train_cpu_seconds"]) for r in rows if r["model"] == "sshn"][0]
+    fixed_cpu = [float(r["train_cpu_seconds"]) for r in rows if r["method"] == "Fixed" and not r["model"].startswith("total")]
+    assert sshn_cpu > 0 and all(t > 0 for t in fixed_cpu)
+    assert tt["ratio_cpu"] == pytest.approx(sum(fixed_cpu) / sshn_cpu, rel=1e-6)
+    assert s["numbers"]["train_time_ratio_cpu"] == pytest.approx(tt["ratio_cpu"], rel=1e-12)
     total = {r["model"]: float(r["train_seconds"]) for r in rows if r["model"].startswith("total")}
     assert sorted(total.values()) == pytest.approx(sorted([sshn[0], sum(fixed)]), rel=1e-6)
 

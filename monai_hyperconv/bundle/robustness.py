@@ -33,6 +33,8 @@ NOISE_TYPES = {
     "salt_pepper": "fraction of pixels set to the image min/max (half each)",
     "gaussian": "standard deviation of additive Gaussian noise (images in [0, 1])",
     "speckle": "standard deviation of multiplicative Gaussian noise x + x n (scikit-image's speckle)",
+    "kspace_gaussian": "standard deviation of complex Gaussian noise added in k-space (orthonormal FFT; "
+                       "paper 001 Fig 8), magnitude image returned",
 }
 
 
@@ -50,6 +52,11 @@ def corrupt(images: torch.Tensor, noise: str, level: float, rng: np.random.Rando
         return images + float(level) * g
     if noise == "speckle":
         return torch.stack([torch.as_tensor(speckle(im, float(level), rng)) for im in images])
+    if noise == "kspace_gaussian":
+        from ..transforms.kspace import _kspace_noise
+
+        return torch.stack([torch.as_tensor(_kspace_noise(im, float(level), rng, slice_axis=2, magnitude=None))
+                            for im in images])
     raise ValueError(f"unknown noise {noise!r}; choose from {sorted(NOISE_TYPES)}.")
 
 

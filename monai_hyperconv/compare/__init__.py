@@ -8,12 +8,14 @@ plots. ``read_auto3dseg_workdir`` brings Auto3DSeg work directories into the sam
 ``report``: the experiment-report convention behind ``docs/results.md``.
 """
 
+from .auto3dseg import read_auto3dseg_workdir  # templates folder: monai_hyperconv.compare.auto3dseg.BYO_TEMPLATES_PATH
 from .leaderboard import COLUMNS, aggregate, leaderboard_markdown, write_outputs
 from .report import REPORT_KEYS, experiment_report, fmt_pm, read_report
 from .runner import MANIFEST_FILE, ComparisonError, plan_cells, run_comparison
 from .spec import DEFAULT_NOISE, TASKS, AlgorithmSpec, TaskSpec, network_config, parse_algorithm, resolve_network_name
 
 __all__ = [
+    "read_auto3dseg_workdir",
     "run_comparison", "plan_cells", "ComparisonError", "MANIFEST_FILE",
     "aggregate", "leaderboard_markdown", "write_outputs", "COLUMNS",
     "parse_algorithm", "resolve_network_name", "network_config", "AlgorithmSpec", "TaskSpec", "TASKS", "DEFAULT_NOISE",

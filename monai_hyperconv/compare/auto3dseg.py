@@ -46,7 +46,7 @@ from ..utils import atomic_write
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
+__all__ = [  # noqa: F822 (BYO_TEMPLATES_PATH is resolved by the module's __getattr__)
     "BYO_TEMPLATES_PATH", "byo_templates_path", "TEMPLATE_NAMES", "ROW_KEYS", "HyperconvBundleAlgo", "train_algo",
     "AlgoInferer", "read_auto3dseg_workdir",
 ]
@@ -105,7 +105,7 @@ def _config_files(config_file: str | os.PathLike | Sequence[str | os.PathLike]) 
     return files
 
 
-def _parser(config_file, override: Mapping[str, Any] | None = None) -> ConfigParser:
+def _parser(config_file, override: Mapping[str, Any] | None = None, warn_unknown: bool = True) -> ConfigParser:
     """Read the config files and apply ``override`` (ids such as ``learning_rate`` or ``network#channels``).
 
     Keys that are not config ids are logged and ignored: AutoRunner passes the same training
@@ -115,7 +115,8 @@ def _parser(config_file, override: Mapping[str, Any] | None = None) -> ConfigPar
     parser.read_config(_config_files(config_file))
     for k, v in (override or {}).items():
         if k not in parser:
-            logger.warning("ignoring --%s: not a key of the configs %s", k, ", ".join(sorted(parser.get().keys())))
+            (logger.warning if warn_unknown else logger.debug)(
+                "ignoring --%s: not a key of the configs %s", k, ", ".join(sorted(parser.get().keys())))
             continue
         parser[k] = v
     return parser
@@ -172,6 +173,9 @@ class HyperconvBundleAlgo(BundleAlgo):
     foreground's 0.5-99.5 percentiles and scale to [0, 1]; otherwise z-score over non-zero voxels) and,
     when not resampling, drops ``Spacingd``. Keyword arguments (``fold`` from ``BundleGen``, or any
     config id such as ``learning_rate``) override config values.
+
+    Training runs ``scripts/train.py`` in a subprocess with this interpreter (unless ``CMD_PREFIX``
+    is set) and in one process: with several GPUs visible it uses the first.
     """
 
     def patch_divisor(self, network: Mapping[str, Any]) -> int:
@@ -280,6 +284,11 @@ class HyperconvBundleAlgo(BundleAlgo):
         # MONAI's default prefix is "python" from PATH, which may lack this package: use this interpreter
         if not str(self.device_setting.get("CMD_PREFIX") or "").strip():
             self.device_setting["CMD_PREFIX"] = sys.executable
+        # train_algo is a single-process loop: no torchrun/bcprun launch (it trains on the first visible GPU)
+        if int(self.device_setting.get("n_devices", 1)) > 1 or int(self.device_setting.get("NUM_NODES", 1)) > 1:
+            logger.warning("%s trains in one process on one device; ignoring n_devices=%s, NUM_NODES=%s.", self.name,
+                           self.device_setting.get("n_devices"), self.device_setting.get("NUM_NODES"))
+            self.device_setting.update(n_devices=1, NUM_NODES=1)
         return super()._create_cmd(train_params)
 
     def get_score(self, *args: Any, **kwargs: Any) -> float:
@@ -293,15 +302,14 @@ def _params(net: torch.nn.Module) -> int:
 
 
 @torch.no_grad()
-def _validate(net, loader, inferer, num_classes: int, device) -> float:
+def _validate(net, loader, inferer, num_classes: int, device, keys: tuple[str, str] = ("image", "label")) -> float:
     from monai.metrics import DiceMetric
     from monai.networks.utils import one_hot
 
     net.eval()
     metric = DiceMetric(include_background=False, reduction="mean", ignore_empty=False)
     for batch in loader:
-        image = batch["image"].to(device)
-        label = batch["label"].to(device)
+        image, label = batch[keys[0]].to(device), batch[keys[1]].to(device)
         logits = inferer(image, net)
         pred = one_hot(torch.argmax(logits, dim=1, keepdim=True), num_classes)
         metric(pred.float(), one_hot(label.long(), num_classes).float())
@@ -362,6 +370,7 @@ def train_algo(config_file: str | Sequence[str], **override: Any) -> float:
         train_inferer = parser.get_parsed_content("train_inferer")
         val_inferer = parser.get_parsed_content("val_inferer")
         num_classes = int(parser.get_parsed_content("output_classes"))
+        keys = (parser.get_parsed_content("image_key", default="image"), parser.get_parsed_content("label_key", default="label"))
         steps_per_epoch = len(train_loader)
         n_iter = parser.get_parsed_content("num_iterations", default=None)
         total = int(n_iter) if n_iter else int(parser.get_parsed_content("num_epochs")) * steps_per_epoch
@@ -375,14 +384,14 @@ def train_algo(config_file: str | Sequence[str], **override: Any) -> float:
         while it < total:
             for batch in train_loader:
                 net.train()
-                image, label = batch["image"].to(device), batch["label"].to(device)
+                image, label = batch[keys[0]].to(device), batch[keys[1]].to(device)
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(train_inferer(image, net), label)
                 loss.backward()
                 optimizer.step()
                 it += 1
                 if it % val_every == 0 or it == total:
-                    score = _validate(net, val_loader, val_inferer, num_classes, device)
+                    score = _validate(net, val_loader, val_inferer, num_classes, device, keys)
                     logger.info("%s fold %d: iteration %d/%d, loss %.4f, validation Dice %.4f", algorithm, fold, it, total,
                                 loss.item(), score)
                     if not math.isfinite(score):
@@ -424,10 +433,10 @@ class AlgoInferer:
     """
 
     def __init__(self, config_file: str | Sequence[str], **override: Any) -> None:
-        parser = _parser(config_file, override)
+        parser = _parser(config_file, override, warn_unknown=False)  # the ensemble passes its own keys too
         saved = (_read_json(os.path.join(_ckpt_dir(parser), RESULTS_FILE)) or {}).get("overrides") or {}
         if saved:  # the training run's overrides (e.g. --network#channels=8) shape the checkpoint: re-apply them
-            parser = _parser(config_file, {**saved, **override})
+            parser = _parser(config_file, {**saved, **override}, warn_unknown=False)
         self.device = _device(parser.get_parsed_content("device", default=None))
         self.network = parser.get_parsed_content("network").to(self.device)
         model = os.path.join(_ckpt_dir(parser), MODEL_FILE)

@@ -7,7 +7,7 @@ atomically: ``status`` "ok" with the numbers, or "failed" with the error and tra
 
 Measured (all on the cell's device, the network in eval mode):
 - ``train_metric`` / ``test_metric``: the bundle's validation key metric on the training split and
-  on the held-out fold, both with the validation transforms (no augmentation) and the final weights
+  on the held-out fold (``test_per_case``: per-case values where the metric handler keeps them), both with the validation transforms (no augmentation) and the final weights
   (no best-epoch selection on the test fold, so the gap is not flattered);
 - ``params``: trainable parameters; ``receptive_field``: :func:`~monai_hyperconv.networks.receptive_field`
   (the papers' convention; "all" for global ones; None where it cannot be derived);
@@ -57,6 +57,8 @@ def _overrides(spec: dict, resume: bool) -> dict[str, Any]:
         ov["dataset_dir"] = spec["dataset_dir"]
     if spec.get("num_folds", 1) > 1:
         ov["fold"], ov["num_folds"] = spec["fold"], spec["num_folds"]
+    elif spec.get("has_fold"):
+        ov["fold"] = None  # one "fold": the data set's own training/validation sections
     budget = spec["budget"]
     if "epochs" in budget:
         ov["epochs"] = int(budget["epochs"])
@@ -191,6 +193,10 @@ def _evaluate(spec: dict, overrides: dict, state_dict: dict, split: str, noise: 
             handle.remove()
     result["metric"] = _key_metric(evaluator)
     result["metric_key"] = evaluator.state.key_metric_name
+    details = getattr(evaluator.state, "metric_details", {}).get(result["metric_key"])
+    if details is not None:  # MONAI metric handlers keep per-case values (mean over channels here)
+        d = torch.as_tensor(details).float()
+        result["per_case"] = (d.reshape(d.shape[0], -1).nanmean(dim=1) if d.ndim > 1 else d.reshape(-1)).tolist()
     result["captured"] = captured or None
     result["network"] = net
     if noise:
@@ -220,6 +226,18 @@ def _evaluate(spec: dict, overrides: dict, state_dict: dict, split: str, noise: 
                 rob[ntype][str(float(level))] = _key_metric(evaluator)
         result["robustness"] = rob
     return result
+
+
+def _describe(exc: BaseException) -> str:
+    """The error and its root cause (MONAI's config parser wraps the real error in a RuntimeError)."""
+    text = f"{type(exc).__name__}: {exc}".strip()
+    root, seen = exc, set()
+    while (root.__cause__ or root.__context__) is not None and id(root) not in seen:
+        seen.add(id(root))
+        root = root.__cause__ or root.__context__
+    if root is not exc:
+        text = f"{type(root).__name__}: {root} (raised as {text.splitlines()[0]})"
+    return text
 
 
 def run_cell(spec: dict) -> dict[str, Any]:
@@ -268,7 +286,7 @@ def run_cell(spec: dict) -> dict[str, Any]:
         result = {
             **base, "status": "ok", "error": None,
             "metric_key": test["metric_key"],
-            "train_metric": train["metric"], "test_metric": test["metric"],
+            "train_metric": train["metric"], "test_metric": test["metric"], "test_per_case": test.get("per_case"),
             "gap": None if train["metric"] is None else sign * (train["metric"] - test["metric"]),
             **measured,
             "train_time_s": train_time, "resumed": resume,
@@ -278,7 +296,7 @@ def run_cell(spec: dict) -> dict[str, Any]:
             "wall_time_s": time.time() - t_start,
         }
     except Exception as exc:  # recorded, never raised: one failing cell must not stop the others
-        result = {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+        result = {**base, "status": "failed", "error": _describe(exc),
                   "traceback": traceback.format_exc(), "wall_time_s": time.time() - t_start}
     result["spec_hash"] = spec.get("spec_hash")
     write_json(result, cell_dir / RESULT_FILE)

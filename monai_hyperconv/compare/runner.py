@@ -153,6 +153,7 @@ def plan_cells(
                 "overrides": ov, "network_key": spec_t.network_key, "network": net_cfg, "budget": budget,
                 "seed": int(seed), "noise": noise, "metric_name": spec_t.metric,
                 "higher_is_better": spec_t.higher_is_better, "latency_reps": int(latency_reps),
+                "has_fold": "fold" in parser.get(),
                 "cell_dir": str(out / "cells" / a.slug / f"fold{f}"),
             }
             cell["spec_hash"] = _hash({k: v for k, v in cell.items() if k != "cell_dir"})
@@ -231,6 +232,12 @@ def _collect(cell: dict, proc: subprocess.Popen) -> dict:
     return res
 
 
+def _cell_line(res: dict, metric: str) -> str:
+    return (f"{res['algorithm']} fold {res['fold']}: "
+            + (f"test {metric} {res['test_metric']:.4f}" if res["status"] == "ok"
+               else f"FAILED ({str(res['error']).splitlines()[0][:200]})"))
+
+
 def run_comparison(
     task: str,
     algorithms: Sequence[str | AlgorithmSpec],
@@ -250,6 +257,7 @@ def run_comparison(
     auto3dseg_work_dirs: Sequence[str | os.PathLike] = (),
     latency_reps: int = 10,
     progress: bool = True,
+    isolate: bool = True,
 ) -> dict[str, Any]:
     """Train and measure every algorithm x fold with one bundle's recipe; write the leaderboard.
 
@@ -269,6 +277,10 @@ def run_comparison(
         fold_ids: run only these folds (default all).
         auto3dseg_work_dirs: Auto3DSeg work directories whose algorithms join the leaderboard.
         latency_reps: timed forwards per latency measurement.
+        progress: a tqdm bar over cells and one line per finished cell.
+        isolate: one process per cell (default). ``False`` runs the cells one after the other in
+            this process (``workers`` must be 1): no process start-up per cell, for smoke runs and
+            tests; a crash then stops the run, and ``peak_mem_mb`` is this process's running peak.
 
     Returns:
         ``{"results": [...], "leaderboard": [...], "paths": {...}}``.
@@ -282,6 +294,8 @@ def run_comparison(
                                  fold_ids=fold_ids, latency_reps=latency_reps)
     if not isinstance(workers, int) or workers < 1:
         raise ComparisonError(f"workers must be a positive int, got {workers!r}.")
+    if not isolate and workers != 1:
+        raise ComparisonError(f"isolate=False runs cells in this process: workers must be 1, got {workers}.")
     extra_rows: list[dict] = []
     for wd in auto3dseg_work_dirs:
         from .auto3dseg import read_auto3dseg_workdir
@@ -338,6 +352,16 @@ def run_comparison(
     free = list(range(workers))
     slots: dict[int, int] = {}
     paths = refresh()
+    while todo and not isolate:  # in this process, one after the other
+        from .cell import run_cell
+
+        cell = todo.pop(0)
+        res = run_cell(dict(cell, device=devs[0], threads=None))
+        results[cell["cell_dir"]] = res
+        paths = refresh()
+        if bar is not None:
+            bar.write(_cell_line(res, manifest["metric"]))
+            bar.update(1)
     while todo or running:
         while todo and free:
             slot = free.pop(0)
@@ -356,10 +380,7 @@ def run_comparison(
             results[cell["cell_dir"]] = res
             paths = refresh()
             if bar is not None:
-                msg = (f"{res['algorithm']} fold {res['fold']}: "
-                       + (f"test {manifest['metric']} {res['test_metric']:.4f}" if res["status"] == "ok"
-                          else f"FAILED ({res['error'].splitlines()[0][:200]})"))
-                bar.write(msg)
+                bar.write(_cell_line(res, manifest["metric"]))
                 bar.update(1)
     if bar is not None:
         bar.close()

@@ -52,7 +52,9 @@ class FlatResidualCNN(nn.Module):
     Args:
         spatial_dims: 1, 2 or 3.
         in_channels, out_channels: input channels, output channels (logits).
-        channels: width of each block (default 16, 32, 64, 128, 64, 32, 16).
+        channels: width of each block (default 16, 32, 64, 128, 64, 32, 16), or one int ``c``: the
+            first width of the same 1-2-4-8-4-2-1 profile (``c, 2c, 4c, 8c, 4c, 2c, c``; with 7 blocks
+            as the papers' nets; an int is the first width, as for the UNets).
         kernel_size: one odd kernel size for all blocks or one per block.
         dilation: one dilation for all blocks or one per block.
         conv: conv spec for the block convs (``"conv"``, ``"hyper"``, ``("hyper", {"n_l": 8})``, ...).
@@ -80,6 +82,8 @@ class FlatResidualCNN(nn.Module):
         self.in_channels = check_positive_int(in_channels, "in_channels")
         self.out_channels = check_positive_int(out_channels, "out_channels")
         get_conv_type(conv, self.spatial_dims)
+        if isinstance(channels, int) and not isinstance(channels, bool):
+            channels = tuple(check_positive_int(channels, "channels") * m for m in (1, 2, 4, 8, 4, 2, 1))
         channels = tuple(channels)
         if not channels:
             raise ValueError("channels must name at least one block width.")

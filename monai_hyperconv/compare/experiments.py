@@ -1,0 +1,98 @@
+"""Shared plumbing of the comparison-based experiment scripts (``scripts/experiments/*.py``).
+
+Each such script is a named grid of algorithms run by :func:`~monai_hyperconv.compare.run_comparison`
+with a demo-scale default, a ``--smoke`` scale (a tiny generated data set, one or two iterations;
+seconds) and ``--data`` for real data; it then writes its own tables/figures and the
+``summary.json`` report entry (:func:`~monai_hyperconv.compare.experiment_report`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .report import fmt_pm
+
+__all__ = ["add_common_args", "grid_settings", "by_algorithm", "pm", "command_line", "paper_table"]
+
+
+def add_common_args(p: argparse.ArgumentParser, default_out: str, epochs: int, folds: int) -> None:
+    """``--data --out --smoke --epochs --folds --workers --devices --seed --set``."""
+    p.add_argument("--data", default=None, help="folder with dataset.json (default: the demo data, generated)")
+    p.add_argument("--out", default=default_out, help=f"output folder (default {default_out}); reuse it to resume")
+    p.add_argument("--smoke", action="store_true", help="tiny data, 1-2 iterations: a pipeline check in seconds")
+    p.add_argument("--epochs", type=int, default=epochs, help=f"training epochs per cell (default {epochs})")
+    p.add_argument("--folds", type=int, default=folds, help=f"cross-validation folds (default {folds})")
+    p.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)), help="cells in parallel")
+    p.add_argument("--devices", nargs="*", default=None, help="e.g. cuda:0 cuda:1 (default: all GPUs, else cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", nargs="*", default=[], metavar="ID=VALUE",
+                   help="extra bundle config overrides for every cell (e.g. image_size=128)")
+
+
+def grid_settings(args: argparse.Namespace, task_demo: str, demo_overrides: Mapping[str, Any],
+                  smoke_overrides: Mapping[str, Any], smoke_size: Sequence[int] | None = None,
+                  smoke_subjects: int = 4) -> dict[str, Any]:
+    """Keyword arguments for ``run_comparison`` at the requested scale (demo, smoke or ``--data``)."""
+    from .spec import _value
+
+    out = Path(args.out)
+    user = {}
+    for item in args.set:
+        k, eq, v = item.partition("=")
+        if not eq:
+            raise SystemExit(f"--set {item!r}: expected ID=VALUE")
+        user[k] = _value(v)
+    kw: dict[str, Any] = {"output_dir": str(out / "comparison"), "seed": args.seed, "workers": args.workers,
+                          "devices": args.devices, "folds": args.folds}
+    if args.smoke:
+        from ..bundle.testing import make_tiny_demo
+
+        data_dir = out / "smoke_data"
+        data = str(data_dir) if (data_dir / "dataset.json").is_file() else make_tiny_demo(
+            task_demo, data_dir, n_subjects=smoke_subjects, size=smoke_size)
+        kw.update(data=data, iterations=1, overrides={**smoke_overrides, **user}, latency_reps=2, folds=1,
+                  workers=1, isolate=False)
+    else:
+        kw.update(data=args.data, epochs=args.epochs, overrides={**demo_overrides, **user})
+    return kw
+
+
+def by_algorithm(result: Mapping[str, Any]) -> dict[str, dict]:
+    """Leaderboard rows of a ``run_comparison`` result keyed by algorithm text."""
+    return {a["algorithm"]: a for a in result["leaderboard"]}
+
+
+def pm(row: Mapping[str, Any] | None, field: str, digits: int = 3) -> str:
+    if row is None:
+        return "n/a"
+    return fmt_pm(row.get(f"{field}_mean"), row.get(f"{field}_std"), digits)
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """The command as a user types it (for the report)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    return " ".join(["python", script] + [shlex.quote(a) for a in args])
+
+
+def paper_table(rows: Sequence[tuple[str, str, Mapping[str, Any]]], metric: str = "Dice",
+                paper_cols: Sequence[str] = ("train", "test")) -> str:
+    """Markdown: paper's numbers next to ours. ``rows``: (label, algorithm, paper dict) with the
+    leaderboard row under ``"ours"`` in the paper dict."""
+    heads = ["method"] + [f"paper {c} {metric}" for c in paper_cols] + ["paper params (M)",
+             f"ours train {metric}", f"ours test {metric}", "ours params", "ours receptive field"]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for label, algo, paper in rows:
+        ours = paper.get("ours")
+        params = ours.get("params_mean") if ours else None
+        lines.append("| " + " | ".join(
+            [label] + [str(paper.get(c, "n/a")) for c in paper_cols] + [str(paper.get("params", "n/a")),
+             pm(ours, "train_metric"), pm(ours, "test_metric"),
+             "n/a" if params is None else (f"{params / 1e6:.3f}M" if params >= 1e5 else f"{int(params):,}"),
+             str((ours or {}).get("receptive_field") or "n/a")]) + " |")
+    return "\n".join(lines) + "\n"
