@@ -356,7 +356,9 @@ def run_comparison(
         from .cell import run_cell
 
         cell = todo.pop(0)
-        res = run_cell(dict(cell, device=devs[0], threads=None))
+        spec = dict(cell, device=devs[0], threads=None)
+        write_json(spec, Path(cell["cell_dir"]) / CELL_FILE)  # as an isolated cell: re-runnable on its own
+        res = run_cell(spec)
         results[cell["cell_dir"]] = res
         paths = refresh()
         if bar is not None:

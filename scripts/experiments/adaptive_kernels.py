@@ -91,7 +91,7 @@ TRIMAP_COLUMNS = ["variant", "first_conv", "first_kernel", "n_seeds", "dice_back
 #: scale knobs (default run / --smoke)
 DEFAULTS = dict(filter_size=96, filter_iters=500, digits_n=1797, image_size=16, cnn_channels=16, cnn_hidden=128,
                 res_channels=8, epochs=5, batch=64, seeds=2, seg_n=160, image_size_seg=64, seg_channels=8,
-                seg_epochs=16, seg_batch=32, seg_seeds=2)
+                seg_epochs=16, seg_batch=32, seg_seeds=3)
 SMOKE = dict(filter_size=32, filter_iters=25, digits_n=120, image_size=12, cnn_channels=4, cnn_hidden=16,
              res_channels=4, epochs=1, batch=32, seeds=1, seg_n=12, image_size_seg=32, seg_channels=4,
              seg_epochs=1, seg_batch=8, seg_seeds=1)
@@ -168,7 +168,8 @@ def dataset_kind(data_dir: str) -> str:
     meta_path = Path(data_dir) / "dataset.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{data_dir}: no dataset.json there (an MSD-style data list is expected).")
-    train = [it for it in json.loads(meta_path.read_text()).get("training", []) if isinstance(it, dict) and "label" in it]
+    meta = json.loads(meta_path.read_text())
+    train = [it for it in meta.get("training", []) if isinstance(it, dict) and "label" in it]
     if not train:
         raise ValueError(f"{meta_path}: 'training' has no labelled items.")
     lab = train[0]["label"]
@@ -323,7 +324,6 @@ def target_filters() -> Dict[str, np.ndarray]:
 
 def run_filters(args: argparse.Namespace, device: torch.device, out: str) -> Dict[str, Any]:
     img, img_desc = filter_image(args.filter_size)
-    img_desc += ", mean subtracted"
     targets = target_filters()
     names = list(targets)
     k = FILTER_KERNEL
@@ -379,22 +379,27 @@ def run_filters(args: argparse.Namespace, device: torch.device, out: str) -> Dic
     kerr = {m: float(np.mean([r["kernel_rel_error"] for r in rows if r["method"] == CONVS[m]])) for m in models}
     wins = sum(curves["adaptive"][-1, i] < curves["conv"][-1, i] for i in range(len(names)))
     # iterations until the mean MSE falls below 1 % of its initial value
-    conv_it = {m: int(np.argmax(curves[m].mean(1) < 0.01 * curves[m][0].mean())) if (curves[m].mean(1) < 0.01 * curves[m][0].mean()).any() else -1
-               for m in models}
+    conv_it = {}
+    for m in models:
+        below = curves[m].mean(1) < 0.01 * curves[m][0].mean()
+        conv_it[m] = int(np.argmax(below)) if below.any() else -1
 
     scale = (f"one {k}x{k} conv layer with {len(names)} output filters, {img_desc} resized to "
-             f"{args.filter_size}x{args.filter_size}, {args.filter_iters} iterations of SGD (lr {args.filter_lr}, "
+             f"{args.filter_size}x{args.filter_size} and mean-subtracted, {args.filter_iters} iterations of SGD "
+             f"(lr {args.filter_lr}, "
              f"momentum 0.9, gradient clip {args.clip}), seed {args.seed}, device {device}")
     md_rows = [dict(r) for r in rows]
     md_rows += [{"filter": "**mean**", "method": CONVS[m], "initial_mse": float(curves[m][0].mean()),
-                 "final_mse": mean[m], "kernel_rel_error": kerr[m], "sigma": "", "sigma_lo": "", "sigma_hi": ""} for m in models]
+                 "final_mse": mean[m], "kernel_rel_error": kerr[m], "sigma": ""} for m in models]
     paths = {
         "csv": write_csv(rows, os.path.join(out, "filters.csv"), FILTERS_COLUMNS),
         "md": write_markdown(md_rows, os.path.join(out, "filters.md"),
                              title="Learning image-processing filters: CONV vs ACONV 9x9 (paper 004 Fig 4)",
                              columns=["filter", "method", "initial_mse", "final_mse", "kernel_rel_error", "sigma"],
                              digits=6,
-                             notes=(f"Scale: {scale}. Final MSE per output filter after training from the same "
+                             notes=(f"Scale: {scale}. The input is mean-subtracted: with its mean (~0.4 on 81 taps) "
+                                    "the paper's SGD lr 0.1 diverges on the smoothing filters for both layers. "
+                                    "Final MSE per output filter after training from the same "
                                     "initial kernel; `kernel_rel_error` = ||learned - target|| / ||target|| "
                                     "(ACONV: the product kernel U*W); `sigma` = the ACONV filter's learned envelope "
                                     f"width (grid in [0, 1], bounds [1/{k}, {k}]).")),
@@ -497,7 +502,8 @@ def train_classifier(net: nn.Module, data: Dict[str, Any], epochs: int, batch: i
             "final_train_loss": loss_v, "curve": accs, "train_seconds": time.perf_counter() - t0}
 
 
-def run_classify(args: argparse.Namespace, device: torch.device, out: str, data_dir: str, data_desc: str) -> Dict[str, Any]:
+def run_classify(args: argparse.Namespace, device: torch.device, out: str, data_dir: str,
+                 data_desc: str) -> Dict[str, Any]:
     data = load_classification(data_dir, args.image_size)
     n_cls, s = data["num_classes"], args.image_size
     seeds = [args.seed + i for i in range(args.seeds)]
@@ -518,7 +524,8 @@ def run_classify(args: argparse.Namespace, device: torch.device, out: str, data_
                                                                        if k in ("sigma_min", "sigma_max")},
                                  "_sigma": _sigma_stats(net)})
                     print(f"[classify] {net_name:12s} {CONVS[conv]:5s} {ks}x{ks} seed {seed}: test acc "
-                          f"{res['test_acc']:.4f} (peak {res['peak_acc']:.4f}), {res['train_seconds']:.1f} s", flush=True)
+                          f"{res['test_acc']:.4f} (peak {res['peak_acc']:.4f}), {res['train_seconds']:.1f} s",
+                          flush=True)
     rows = []
     for net_name in NETS:
         for conv in CONVS:
@@ -551,8 +558,9 @@ def run_classify(args: argparse.Namespace, device: torch.device, out: str, data_
     pooled_sd = float(np.sqrt(np.mean([r["test_acc_std"] ** 2 for r in rows]))) if len(seeds) > 1 else float("nan")
     n_tr, n_te = len(data["x_train"]), len(data["x_test"])
     scale = (f"{data_desc}: {n_tr} training / {n_te} test images resized to {s}x{s}, {n_cls} classes; simple CNN "
-             f"2 convs of {args.cnn_channels} kernels + dense {args.cnn_hidden} (dropout 0.5), ResNet {args.res_channels} "
-             f"filters, 3 stages of 1 pre-activation block; {args.epochs} epochs of Adam {args.lr}, batch {args.batch}, "
+             f"2 convs of {args.cnn_channels} kernels + dense {args.cnn_hidden} (dropout 0.5), ResNet "
+             f"{args.res_channels} filters, 3 stages of 1 pre-activation block; {args.epochs} epochs of Adam "
+             f"{args.lr}, batch {args.batch}, "
              f"{len(seeds)} seed(s) {seeds}, device {device}")
     md_rows = [{**r, "test_acc": fmt_pm(r["test_acc"], r["test_acc_std"] if len(seeds) > 1 else None, 4),
                 "peak_acc": fmt_pm(r["peak_acc"], r["peak_acc_std"] if len(seeds) > 1 else None, 4),
@@ -657,7 +665,8 @@ def train_segmenter(net: nn.Module, data: Dict[str, Any], epochs: int, batch: in
             "train_seconds": time.perf_counter() - t0}
 
 
-def run_trimap(args: argparse.Namespace, device: torch.device, out: str, data_dir: str, data_desc: str) -> Dict[str, Any]:
+def run_trimap(args: argparse.Namespace, device: torch.device, out: str, data_dir: str,
+               data_desc: str) -> Dict[str, Any]:
     data = load_segmentation(data_dir, args.image_size_seg)
     n_cls, s, cin = data["num_classes"], args.image_size_seg, int(data["x_train"].shape[1])
     if s % 8:
@@ -724,7 +733,7 @@ def run_trimap(args: argparse.Namespace, device: torch.device, out: str, data_di
                              notes=(f"Scale: {scale}. Test Dice per class (per image, then averaged; an empty "
                                     "prediction of an absent class counts 1), mean over the classes, and pixel "
                                     "accuracy (the paper's metric); mean ± std over seeds.")),
-        "png": _plot_trimap(rows, names, os.path.join(out, "trimap_dice.png")),
+        "png": _plot_trimap(rows, runs, names, os.path.join(out, "trimap_dice.png")),
     }
     diffs = {"aconv7_minus_conv7": rows[2]["mean_dice"] - rows[1]["mean_dice"],
              "aconv7_minus_conv3": rows[2]["mean_dice"] - rows[0]["mean_dice"]}
@@ -734,21 +743,25 @@ def run_trimap(args: argparse.Namespace, device: torch.device, out: str, data_di
             "net_kwargs": kw}
 
 
-def _plot_trimap(rows, names, path):
-    fig = _figure(figsize=(7, 4), dpi=100)
+def _plot_trimap(rows, runs, names, path):
+    """Grouped bars: test Dice per class and mean, one bar per variant, seed std as error bars, runs as dots."""
+    fig = _figure(figsize=(7, 4.4), dpi=100)
     ax = fig.subplots()
     groups = [f"dice_{n}" for n in names] + ["mean_dice"]
     width = 0.8 / len(rows)
     for i, (r, color) in enumerate(zip(rows, ("tab:gray", "tab:blue", "tab:red"))):
         xs = np.arange(len(groups)) + (i - (len(rows) - 1) / 2) * width
-        err = [0.0] * len(names) + [r["mean_dice_std"]]
+        sel = [run for run in runs if run["variant"] == r["variant"]]
+        err = [_mean_std([run[g] for run in sel])[1] for g in groups]
         ax.bar(xs, [r[g] for g in groups], width, yerr=err, capsize=3, color=color, label=r["label"])
+        for x, g in zip(xs, groups):
+            ax.plot([x] * len(sel), [run[g] for run in sel], "k.", ms=3)
     ax.set_xticks(np.arange(len(groups)))
     ax.set_xticklabels(list(names) + ["mean"])
     ax.set_ylabel("test Dice")
     lo = min(r[g] for r in rows for g in groups)
     ax.set_ylim(max(0.0, lo - 0.1), 1.0)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(rows), frameon=False)
     ax.set_title("Tri-map U-Net first layer (paper 004 §4.4)")
     fig.tight_layout()
     return _savefig(fig, path)
@@ -772,7 +785,8 @@ def build_paragraph(res: Dict[str, Any]) -> str:
             conv_txt = f"falls below 1% of its initial MSE after {it['adaptive']} vs {it['conv']} iterations"
         else:
             conv_txt = ("does not fall below 1% of its initial MSE within the run "
-                        f"(ACONV: {'yes' if it['adaptive'] >= 0 else 'no'}, CONV: {'yes' if it['conv'] >= 0 else 'no'})")
+                        f"(ACONV: {'yes' if it['adaptive'] >= 0 else 'no'}, "
+                        f"CONV: {'yes' if it['conv'] >= 0 else 'no'})")
         agree = ("which this reproduces qualitatively" if ma < mc and f["adaptive_wins"] > f["n_filters"] / 2 else
                  "which this run does not reproduce")
 
@@ -806,6 +820,13 @@ def build_paragraph(res: Dict[str, Any]) -> str:
                        f"test accuracy (paper {paper})")
         mean = c["mean_acc_by_conv"]
         one = 1.0 / c["n_test"]
+        worst = min(c["rows"], key=lambda r: r["test_acc"])
+        worst_txt = ""
+        if worst["conv"] == "ACONV" and worst["kernel_size"] == 3:
+            worst_txt = (f" The weakest cell is the {NETS[worst['net']]} with 3x3 ACONV kernels ({_pp(worst['test_acc'])}), "
+                         "in line with the paper's remark that 3x3 adaptive kernels perform least effectively because "
+                         "the envelope has little room on a 3x3 grid (with the initial sigmas 0.1-0.5 on grid "
+                         "coordinates 0, 0.5, 1 many filters start close to 1x1).")
         if len(c["seeds"]) > 1:
             sd = c["pooled_seed_std"]
             spread = f"the seed-to-seed standard deviation is {_pp(sd)} (pooled over the 16 cells)"
@@ -820,7 +841,7 @@ def build_paragraph(res: Dict[str, Any]) -> str:
             f". Averaged over both nets and all kernel sizes, final accuracy is {_pp(mean['CONV'])} (CONV) vs "
             f"{_pp(mean['ACONV'])} (ACONV). The paper's mean gains of ACONV are +0.05 to +1.9 percentage points "
             f"(Table 2) and -1.3 to +0.9 (Table 3) on test sets of 756-10,000 images with 5 repeats; here one test "
-            f"image is {_pp(one)} and {spread}, so {verdict}.")
+            f"image is {_pp(one)} and {spread}, so {verdict}." + worst_txt)
     t = res.get("trimap")
     if t:
         r = {row["variant"]: row for row in t["rows"]}
@@ -833,16 +854,22 @@ def build_paragraph(res: Dict[str, Any]) -> str:
             return fmt_pm(100 * r[k]["pixel_acc"], 100 * r[k]["pixel_acc_std"] if pm else None, 2)
 
         sep = ""
+        bname = "dice_border" if "border" in t["class_names"] else None
+        if bname and t["runs"]:
+            b = [run[bname] for run in t["runs"]]
+            if max(b) - min(b) > 0.2:
+                sep += (f" The thin border class is learned in some runs and not in others (border Dice "
+                        f"{min(b):.2f}-{max(b):.2f} across runs), which dominates the spread of the mean Dice.")
         if pm:
             sd = t["pooled_seed_std"]
             big = abs(t["diffs"]["aconv7_minus_conv7"]) > 2 * sd and abs(t["diffs"]["aconv7_minus_conv3"]) > 2 * sd
-            sep = (f" The differences (ACONV 7x7 minus CONV 7x7 {t['diffs']['aconv7_minus_conv7']:+.3f}, minus CONV 3x3 "
+            sep += (f" The differences (ACONV 7x7 minus CONV 7x7 {t['diffs']['aconv7_minus_conv7']:+.3f}, minus CONV 3x3 "
                    f"{t['diffs']['aconv7_minus_conv3']:+.3f} mean Dice) are "
                    + ("larger than twice the seed spread" if big else
                       f"within about twice the seed spread ({sd:.3f}), so the demo does not separate the variants")
                    + ".")
         else:
-            sep = " With one seed no spread is measured, so the ranking is not evidence either way."
+            sep += " With one seed no spread is measured, so the ranking is not evidence either way."
         parts.append(
             f"Tri-map U-Net (§4.4, {t['n_test']} simulated test images): mean Dice ACONV 7x7 {md('aconv7')}, CONV 7x7 "
             f"{md('conv7')}, CONV 3x3 {md('conv3')} (pixel accuracy {pa('aconv7')}, {pa('conv7')}, {pa('conv3')} %); "

@@ -1,0 +1,100 @@
+"""The blog's MNIST-style robustness (003): accuracy vs salt-and-pepper and Gaussian noise, a simple
+CNN with plain convolutions vs the same CNN with hyper-convolutions, on the digits demo.
+
+One comparison (``monai_hyperconv.compare``) with the digits bundle's recipe; both nets are
+trained on clean images and tested with noise added to the inputs.
+
+    python scripts/experiments/digits_robustness.py           # demo scale
+    python scripts/experiments/digits_robustness.py --smoke   # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from monai_hyperconv.bundle import write_csv, write_json
+from monai_hyperconv.compare import experiment_report, run_comparison
+from monai_hyperconv.compare.experiments import add_common_args, by_algorithm, command_line, grid_settings, pm
+from monai_hyperconv.utils import atomic_write
+
+NAME = "digits_robustness"
+DEFAULT_OUT = f"outputs/experiments/{NAME}"
+ALGORITHMS = {"CNN (plain conv)": "simple_cnn:conv=conv", "Hyper-CNN": "simple_cnn:conv=hyper"}
+NOISE = {"salt_pepper": [0.0, 0.1, 0.2, 0.3, 0.4, 0.6], "gaussian": [0.0, 0.2, 0.4, 0.8, 1.2]}
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_args(p, DEFAULT_OUT, epochs=4, folds=2)
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    kw = grid_settings(args, "digits", {}, {"batch_size": 16}, smoke_subjects=60)
+    res = run_comparison("classification", list(ALGORITHMS.values()), noise=NOISE, **kw)
+    lb = by_algorithm(res)
+    out = Path(args.out)
+    rows = []
+    for label, algo in ALGORITHMS.items():
+        folds = [r for r in res["results"] if r["algorithm"] == algo and r["status"] == "ok"]
+        for noise, levels in NOISE.items():
+            for lv in levels:
+                vals = [r["robustness"][noise][str(float(lv))] for r in folds]
+                rows.append({"method": label, "algorithm": algo, "noise": noise, "level": lv,
+                             "accuracy_mean": statistics.fmean(vals) if vals else None,
+                             "accuracy_std": statistics.stdev(vals) if len(vals) > 1 else None})
+    csv_path = write_csv(rows, out / "digits_robustness.csv")
+    labels = list(ALGORITHMS)
+    lines = ["| noise | level | " + " | ".join(f"{m} accuracy" for m in labels) + " |", "|---|---|" + "---|" * len(labels)]
+    for noise, levels in NOISE.items():
+        for lv in levels:
+            cells = []
+            for m in labels:
+                r = next(x for x in rows if x["method"] == m and x["noise"] == noise and x["level"] == lv)
+                cells.append("n/a" if r["accuracy_mean"] is None else f"{r['accuracy_mean']:.3f}"
+                             + (f" ± {r['accuracy_std']:.3f}" if r["accuracy_std"] is not None else ""))
+            lines.append(f"| {noise} | {lv} | " + " | ".join(cells) + " |")
+    lines += ["", "| method | params | clean test accuracy |", "|---|---|---|"]
+    for m, algo in ALGORITHMS.items():
+        a = lb.get(algo)
+        lines.append(f"| {m} | {'n/a' if not a or a.get('params_mean') is None else int(a['params_mean'])} | "
+                     f"{pm(a, 'test_metric')} |")
+    md_path = atomic_write(out / "digits_robustness.md", lambda p: Path(p).write_text("\n".join(lines) + "\n"))
+    fig = res["paths"].get("robustness")
+
+    def acc(m, noise, lv):
+        return next(x for x in rows if x["method"] == m and x["noise"] == noise and x["level"] == lv)["accuracy_mean"]
+
+    plain, hyper = labels
+    if all(acc(m, "salt_pepper", 0.0) is not None for m in labels):
+        para = ("The blog (003) reports ~99% (plain CNN) vs ~98% (Hyper-CNN) clean MNIST accuracy, the plain CNN "
+                "dropping below 50% at about 30% salt-and-pepper pixels while the Hyper-CNN keeps its accuracy up to "
+                "about 40%, and a similar pattern for Gaussian noise. On the digits demo we measure clean accuracy "
+                f"{acc(plain, 'salt_pepper', 0.0):.3f} (plain) vs {acc(hyper, 'salt_pepper', 0.0):.3f} (hyper); at 30% "
+                f"salt-and-pepper {acc(plain, 'salt_pepper', 0.3):.3f} vs {acc(hyper, 'salt_pepper', 0.3):.3f}; at "
+                f"Gaussian sigma 0.8 {acc(plain, 'gaussian', 0.8):.3f} vs {acc(hyper, 'gaussian', 0.8):.3f}. "
+                + ("The Hyper-CNN is the more robust one here, as in the blog."
+                   if acc(hyper, "salt_pepper", 0.3) > acc(plain, "salt_pepper", 0.3)
+                   and acc(hyper, "gaussian", 0.8) > acc(plain, "gaussian", 0.8)
+                   else "Here the Hyper-CNN is not more robust on both noise types, unlike the blog's result.")
+                + " The digits demo (28x28 rendered digits, far fewer images than MNIST) is a stand-in for MNIST.")
+    else:
+        para = "Cells failed; see the leaderboard."
+    scale = ("smoke: 60 generated digits, 1 iteration per cell" if args.smoke else
+             f"{'digits demo' if args.data is None else args.data}; {args.folds} folds x {args.epochs} epochs per cell; "
+             "28x28 images; CPU")
+    report = experiment_report(NAME, "Digits: accuracy under noise, conv vs hyper-conv", "blog 003 Figs 2 and 5",
+                               command_line("scripts/experiments/digits_robustness.py", argv), scale, para,
+                               tables=[md_path], figures=[fig] if fig else [], numbers={"rows": rows}, out_dir=out)
+    write_json({"config": vars(args), "report": report, "csv": csv_path}, out / "summary.json")
+    print(f"{NAME}: results in {out}")
+    return {"rows": rows, "report": report, "result": res}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,74 @@
+"""``scripts/make_results_doc.py``: docs/results.md is assembled from the experiments' report entries."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from monai_hyperconv.compare import experiment_report, read_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("make_results_doc", ROOT / "scripts" / "make_results_doc.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _experiment(root: Path, name: str, value: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = root / name
+    out.mkdir(parents=True)
+    (out / "table.md").write_text(f"# {name} table\n\n| a | b |\n|---|---|\n| x | {value} |\n")
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, value])
+    fig.savefig(out / "curve.png")
+    plt.close(fig)
+    rep = experiment_report(name, f"Title of {name}", "paper 001 Fig 6", f"python scripts/experiments/{name}.py",
+                            "demo, 2 folds", f"We measure {value} for {name}.", tables=[out / "table.md"],
+                            figures=[out / "curve.png"], numbers={"v": value}, out_dir=out)
+    (out / "summary.json").write_text(json.dumps({"report": rep}))
+
+
+def test_document_is_built_from_reports(tmp_path):
+    mod = _load()
+    exp = tmp_path / "experiments"
+    _experiment(exp, "digits_robustness", 0.5)
+    _experiment(exp, "paper_tables", 0.7)
+    doc = tmp_path / "docs" / "results.md"
+    text = mod.build(exp, doc)
+    assert doc.read_text() == text
+    # papers' order: Tables 1/3 before the blog's digits
+    assert text.index("## Title of paper_tables") < text.index("## Title of digits_robustness")
+    assert "We measure 0.7 for paper_tables." in text and "python scripts/experiments/paper_tables.py" in text
+    assert "| x | 0.7 |" in text and "#### paper_tables table" in text  # table included, heading demoted
+    assert "(figures/paper_tables/curve.png)" in text
+    assert (tmp_path / "docs" / "figures" / "paper_tables" / "curve.png").read_bytes() == \
+        (exp / "paper_tables" / "curve.png").read_bytes()
+    # the stored paths are relative: a moved experiments folder still works
+    moved = tmp_path / "moved"
+    exp.rename(moved)
+    assert read_report(moved / "paper_tables" / "summary.json")["tables"][0] == str(moved / "paper_tables" / "table.md")
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    mod = _load()
+    with pytest.raises(FileNotFoundError, match="no <experiment>/summary.json"):
+        mod.build(tmp_path, tmp_path / "r.md")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "summary.json").write_text(json.dumps({"config": {}}))
+    with pytest.raises(ValueError, match="broken/summary.json: no 'report' entry"):
+        mod.build(tmp_path, tmp_path / "r.md")
+    assert not (tmp_path / "r.md").exists()
+    assert mod.main(["--experiments", str(tmp_path), "--out", str(tmp_path / "r.md")]) == 2
+    with pytest.raises(ValueError, match="'paragraph'"):
+        experiment_report("x", "t", "p", "cmd", "scale", "   ")
