@@ -233,9 +233,9 @@ def test_deterministic(script, tmp_path):
     """Same seed, same numbers (training times aside)."""
     n = torch.get_num_threads()
     try:
-        a = script.main(["--smoke", "--out", str(tmp_path / "a"), "--device", "cpu", "--steps", "2",
+        script.main(["--smoke", "--out", str(tmp_path / "a"), "--device", "cpu", "--steps", "2",
                          "--prior-r", "0", "--reg-steps", "1"])
-        b = script.main(["--smoke", "--out", str(tmp_path / "b"), "--device", "cpu", "--steps", "2",
+        script.main(["--smoke", "--out", str(tmp_path / "b"), "--device", "cpu", "--steps", "2",
                          "--prior-r", "0", "--reg-steps", "1"])
     finally:
         torch.set_num_threads(n)

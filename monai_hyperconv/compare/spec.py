@@ -148,7 +148,8 @@ class AlgorithmSpec:
     @property
     def slug(self) -> str:
         """A folder-safe, unique id."""
-        opts = ",".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in sorted(self.options.items()))
+        opts = ",".join(f"{k}={v if isinstance(v, str) else json.dumps(v, separators=(',', ':'))}"
+                        for k, v in sorted(self.options.items()))
         s = self.name + (f"__{opts}" if opts else "")
         return re.sub(r"[^A-Za-z0-9_.=,+-]", "_", s)
 

@@ -35,7 +35,7 @@ Outputs in ``--out`` (default ``outputs/experiments/scale_space``), each written
 ``dice_vs_phi.png``, ``pareto.png``, ``prior_width.png``,
 ``transfer.png``, ``registration_pareto.png`` and ``summary.json`` (with the ``report`` entry).
 
-    python scripts/experiments/scale_space.py            # ~10 CPU-minutes on one core
+    python scripts/experiments/scale_space.py            # ~6 CPU-minutes on one core (8 min wall on a busy one)
     python scripts/experiments/scale_space.py --smoke    # seconds: checks the pipeline only
     python scripts/experiments/scale_space.py --data /data/oasis2d --size 160 192 --steps 3000
 """
@@ -360,12 +360,6 @@ def plot_transfer(rows: List[Dict[str, Any]], path: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- report
-def _f(v: Any, d: int = 3) -> str:
-    if v is None or v == "":
-        return "-"
-    return f"{v:.{d}f}" if isinstance(v, float) else str(v)
-
-
 def build_paragraph(n: Dict[str, Any], smoke: bool) -> str:
     """The honest comparison with paper 002, from the measured numbers only."""
     t5 = PAPER["table5_oasis"]
