@@ -232,6 +232,17 @@ def test_parts_subset_and_determinism(tmp_path, script):
         script.parse_args(["--parts", "nope"])
 
 
+def test_relative_out(tmp_path, monkeypatch, script):
+    """Report paths are stored relative to the output folder also when --out is relative."""
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)
+    script.main(["--smoke", "--parts", "filters", "--out", "rel/out", "--device", "cpu"])
+    rep = json.loads((tmp_path / "rel" / "out" / "summary.json").read_text())["report"]
+    assert rep["tables"] == ["filters.md"] and rep["figures"] == ["filters_curves.png", "filters_kernels.png"]
+    monkeypatch.chdir(ROOT)
+    assert all(Path(p).is_file() for p in read_report(tmp_path / "rel" / "out" / "summary.json")["tables"])
+
+
 def test_data_kind(tmp_path, script):
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "dataset.json").write_text(json.dumps({"training": [{"image": "a.nii.gz", "label": 3}]}))

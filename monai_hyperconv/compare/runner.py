@@ -156,7 +156,8 @@ def plan_cells(
                 "has_fold": "fold" in parser.get(),
                 "cell_dir": str(out / "cells" / a.slug / f"fold{f}"),
             }
-            cell["spec_hash"] = _hash({k: v for k, v in cell.items() if k != "cell_dir"})
+            # where a cell lives is not part of what it is (its folder name may change between versions)
+            cell["spec_hash"] = _hash({k: v for k, v in cell.items() if k not in ("cell_dir", "slug")})
             cells.append(cell)
     return manifest, cells
 

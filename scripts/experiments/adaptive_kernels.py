@@ -997,7 +997,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         papers="004 §4.1 Fig 4 (learning image-processing filters), §4.2-4.3 Tables 2-3 (simple CNN and ResNet, "
                "CONV vs ACONV at kernel sizes 3/5/7/9), §4.4 (tri-map U-Net with a 7x7 adaptive first layer)",
         command=command, scale=scale_text, paragraph=build_paragraph(res),
-        tables=tables, figures=figures, numbers=numbers, out_dir=out,
+        tables=[os.path.abspath(t) for t in tables], figures=[os.path.abspath(f) for f in figures], numbers=numbers,
+        out_dir=os.path.abspath(out),  # stored relative to the output folder, so a moved folder still works
     )
     summary = {"config": cfg, "report": report}
     for part in PARTS:
