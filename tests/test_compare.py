@@ -141,6 +141,56 @@ def test_resume_skips_finished_cells(tiny_run):
     assert (out / "comparison.json").read_text() == before
 
 
+def test_auto3dseg_work_dir_joins_the_leaderboard(tiny_run, tmp_path):
+    """An Auto3DSeg work directory's algorithm x fold scores appear as their own leaderboard row."""
+    res, out, data = tiny_run
+    wd = tmp_path / "work_dir"
+    for fold, score in ((0, 0.75), (1, 0.65)):
+        algo = wd / f"segresnet_{fold}"
+        (algo / "configs").mkdir(parents=True)
+        (algo / "model").mkdir()
+        (algo / "configs" / "hyper_parameters.yaml").write_text(
+            f"bundle_root: {algo}\nckpt_path: $@bundle_root + '/model'\nfold: {fold}\n")
+        (algo / "model" / "progress.yaml").write_text(f"- {{best_avg_dice_score: {score}, best_avg_dice_score_epoch: 3}}\n")
+    again = run_comparison("segmentation", GOOD, output_dir=out, data=data, auto3dseg_work_dirs=[wd], **OPTS)
+    row = next(a for a in again["leaderboard"] if a["algorithm"] == "auto3dseg:segresnet")
+    assert row["n_ok"] == 2 and row["test_metric_mean"] == pytest.approx(0.7)
+    assert "`auto3dseg:segresnet`" in (out / "leaderboard.md").read_text()
+    assert "test_metric" in row["best"]  # 0.7 beats the few-iteration runner cells
+
+
+def test_cell_environment_pins_devices():
+    from monai_hyperconv.compare import runner
+
+    env, dev = runner.cell_environment("cuda:3", 8, {"PATH": "/bin"})
+    assert env["CUDA_VISIBLE_DEVICES"] == "3" and dev == "cuda:0" and "OMP_NUM_THREADS" not in env
+    env, dev = runner.cell_environment("cpu", 2, {})
+    assert env == {"OMP_NUM_THREADS": "2"} and dev == "cpu"
+
+
+def test_workers_share_out_devices(tmp_path, monkeypatch):
+    """Two workers on two GPUs: cells launched concurrently get different devices."""
+    import subprocess
+
+    from monai_hyperconv.compare import runner
+
+    data = make_tiny_demo("liver", tmp_path / "data", n_subjects=4, size=(48, 48, 6))
+    seen = []
+
+    def launch(cell, device, threads):
+        seen.append((cell["algorithm"], device, threads))
+        Path(cell["cell_dir"]).mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen(["python", "-c", "import time; time.sleep(0.5)"])
+        proc._log = open(os.devnull, "wb")
+        return proc
+
+    monkeypatch.setattr(runner, "_launch", launch)
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 8)
+    run_comparison("segmentation", ["unet", "unet5"], output_dir=tmp_path / "out", data=data, workers=2,
+                   devices=["cuda:0", "cuda:1"], **{**OPTS, "folds": 1})
+    assert sorted(d for _, d, _ in seen) == ["cuda:0", "cuda:1"] and {t for _, _, t in seen} == {4}
+
+
 def test_dead_cell_process_is_recorded(tmp_path, monkeypatch):
     """A cell whose process dies without a result (killed, segfault) is recorded as failed."""
     import subprocess

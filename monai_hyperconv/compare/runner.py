@@ -26,7 +26,7 @@ from typing import Any
 from .cell import CELL_FILE, RESULT_FILE
 from .spec import DEFAULT_NOISE, TASKS, AlgorithmSpec, bundle_dir, network_config, parse_algorithm
 
-__all__ = ["run_comparison", "plan_cells", "MANIFEST_FILE", "ComparisonError"]
+__all__ = ["run_comparison", "plan_cells", "cell_environment", "MANIFEST_FILE", "ComparisonError"]
 
 MANIFEST_FILE = "comparison.json"
 #: manifest fields that must match when an output folder is reused (algorithms may be added)
@@ -191,18 +191,27 @@ def _finished(cell: dict) -> dict | None:
     return res if res.get("status") == "ok" and res.get("spec_hash") == cell["spec_hash"] else None
 
 
+def cell_environment(device: str, threads: int, base_env: Mapping[str, str] | None = None) -> tuple[dict, str]:
+    """(environment, device inside the cell) of a cell process pinned to ``device``.
+
+    A GPU cell sees only its GPU (``CUDA_VISIBLE_DEVICES``) and uses it as ``cuda:0``; a CPU cell
+    gets ``threads`` OpenMP threads, so parallel cells do not oversubscribe the cores.
+    """
+    env = dict(os.environ if base_env is None else base_env)
+    if device.startswith("cuda"):
+        env["CUDA_VISIBLE_DEVICES"] = device.split(":")[1] if ":" in device else "0"
+        return env, "cuda:0"
+    env["OMP_NUM_THREADS"] = str(threads)
+    return env, device
+
+
 def _launch(cell: dict, device: str, threads: int) -> subprocess.Popen:
     from ..bundle.results import write_json
 
     cell_dir = Path(cell["cell_dir"])
     cell_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    run_cell = dict(cell, device=device, threads=threads)
-    if device.startswith("cuda"):
-        env["CUDA_VISIBLE_DEVICES"] = device.split(":")[1] if ":" in device else "0"
-        run_cell["device"] = "cuda:0"  # the one visible GPU: pinned
-    else:
-        env["OMP_NUM_THREADS"] = str(threads)
+    env, inner = cell_environment(device, threads)
+    run_cell = dict(cell, device=inner, threads=threads)
     write_json(run_cell, cell_dir / CELL_FILE)
     log = open(cell_dir / "log.txt", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "monai_hyperconv.compare.cell", str(cell_dir / CELL_FILE)],
@@ -301,7 +310,8 @@ def run_comparison(
     for wd in auto3dseg_work_dirs:
         from .auto3dseg import read_auto3dseg_workdir
 
-        extra_rows += read_auto3dseg_workdir(wd)
+        # prefixed, so an Auto3DSeg "hyperunet" is not averaged with a runner "hyperunet"
+        extra_rows += [dict(r, algorithm=f"auto3dseg:{r['algorithm']}") for r in read_auto3dseg_workdir(wd)]
     manifest = _check_manifest(out, manifest)
     out.mkdir(parents=True, exist_ok=True)
     write_json(manifest, out / MANIFEST_FILE)
