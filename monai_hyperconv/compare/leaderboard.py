@@ -179,7 +179,7 @@ def write_outputs(rows: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any]
     agg = aggregate(rows, manifest.get("higher_is_better", True))
     budget = ", ".join(f"{k} {v}" for k, v in manifest.get("budget", {}).items())
     note = (f"Task `{manifest.get('task')}` with the recipe of `{Path(str(manifest.get('bundle'))).name}`, "
-            f"{manifest.get('folds')} folds, budget {budget}, seed {manifest.get('seed')}, data "
+            f"{manifest.get('folds')} fold{'s' if manifest.get('folds') != 1 else ''}, budget {budget}, seed {manifest.get('seed')}, data "
             f"`{manifest.get('dataset_dir')}`{' (demo)' if manifest.get('is_demo') else ''}. "
             f"Mean ± std over folds; best per column in bold. {metric} under noise: mean over the noisy "
             f"levels of {', '.join(manifest.get('noise', {})) or 'no noise'}.")

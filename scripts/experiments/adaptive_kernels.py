@@ -34,8 +34,8 @@ Outputs in ``--out`` (default ``outputs/experiments/adaptive_kernels``), each wr
 the CSV + Markdown tables and PNG figures named above and ``summary.json`` (configuration,
 results and the ``report`` entry of :func:`monai_hyperconv.compare.experiment_report`).
 
-    python scripts/experiments/adaptive_kernels.py            # ~10 CPU-minutes on one core
-    python scripts/experiments/adaptive_kernels.py --smoke    # < 40 s: checks the pipeline only
+    python scripts/experiments/adaptive_kernels.py            # ~6-8 minutes on one CPU thread
+    python scripts/experiments/adaptive_kernels.py --smoke    # ~15 s with imports: checks the pipeline only
     python scripts/experiments/adaptive_kernels.py --parts filters --filter-iters 2500
     python scripts/experiments/adaptive_kernels.py --trimap-data /data/pets_msd --image-size-seg 128 --seg-epochs 75
 """
@@ -575,7 +575,10 @@ def run_classify(args: argparse.Namespace, device: torch.device, out: str, data_
                              notes=(f"Scale: {scale}. `test_acc` = accuracy on the test split after the last epoch, "
                                     "`peak_acc` = best test accuracy over the epochs (the paper's Algorithm 1), "
                                     "mean ± std over seeds; GFLOPs of one forward pass of one image "
-                                    "(`monai_hyperconv.metrics.count_flops`, 2 FLOPs per multiply-add).")),
+                                    "(`monai_hyperconv.metrics.count_flops`, 2 FLOPs per multiply-add; ACONV's envelope, "
+                                    "a k x k exponential per filter, is not counted, and baked for inference the "
+                                    "product kernel is a plain conv, so CONV and ACONV cost the same). ACONV has one "
+                                    "extra parameter (sigma) per adaptive filter.")),
         "png": _plot_classify(rows, os.path.join(out, "classify_accuracy.png")),
     }
     return {"rows": rows, "runs": runs, "best": best, "mean_acc_by_conv": mean_by_conv, "pooled_seed_std": pooled_sd,
@@ -825,8 +828,8 @@ def build_paragraph(res: Dict[str, Any]) -> str:
         if worst["conv"] == "ACONV" and worst["kernel_size"] == 3:
             worst_txt = (f" The weakest cell is the {NETS[worst['net']]} with 3x3 ACONV kernels ({_pp(worst['test_acc'])}), "
                          "in line with the paper's remark that 3x3 adaptive kernels perform least effectively because "
-                         "the envelope has little room on a 3x3 grid (with the initial sigmas 0.1-0.5 on grid "
-                         "coordinates 0, 0.5, 1 many filters start close to 1x1).")
+                         "the envelope has little room on a 3x3 grid (sigma is kept in [1/3, 3] on grid coordinates 0, 0.5, 1, "
+                         "so it can only reweight the eight outer taps).")
         if len(c["seeds"]) > 1:
             sd = c["pooled_seed_std"]
             spread = f"the seed-to-seed standard deviation is {_pp(sd)} (pooled over the 16 cells)"
