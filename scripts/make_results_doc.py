@@ -27,7 +27,10 @@ ORDER = ["paper_tables", "kernel_grid", "noise_robustness", "kernel_smoothness",
 
 
 def _demote(md: str) -> str:
-    """Tables are included under a level-3 heading: shift their own headings below it."""
+    """Tables are included under the section heading: shift their own headings below it and drop
+    their "Scale: ..." lines (the section states the scale once)."""
+    md = "\n".join(line for line in md.splitlines() if not line.startswith("Scale: "))
+    md = re.sub(r"\n{3,}", "\n\n", md)
     return re.sub(r"^(#{1,3}) ", lambda m: "#" * (len(m.group(1)) + 3) + " ", md, flags=re.M).strip()
 
 
@@ -59,7 +62,8 @@ def build(experiments_dir: Path, out: Path, skipped: Optional[list] = None) -> s
         "|---|---|---|",
     ]
     for r in reports:
-        lines.append(f"| [{r['title']}](#{_anchor(r['title'])}) | {r['papers']} | {r['scale']} |")
+        short = r["scale"].split(";")[0]  # the data set; the full scale is in the section
+        lines.append(f"| [{r['title']}](#{_anchor(r['title'])}) | {r['papers']} | {short} |")
     for r in reports:
         lines += ["", f"## {r['title']}", "", f"*{r['papers']}*", "", "```bash", r["command"], "```", "",
                   f"Scale: {r['scale']}.", "", r["paragraph"], ""]

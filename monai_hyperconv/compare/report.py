@@ -54,7 +54,8 @@ def experiment_report(
         out = []
         for p in paths:
             p = os.fspath(p)
-            out.append(os.path.relpath(p, out_dir) if out_dir is not None and os.path.isabs(p) else p)
+            # relative to out_dir (paths relative to the working directory included), so a moved folder works
+            out.append(os.path.relpath(os.path.abspath(p), os.path.abspath(out_dir)) if out_dir is not None else p)
         return out
 
     return {
