@@ -239,3 +239,20 @@ def test_aggregate_marks_best_by_direction():
     assert "test_metric" in up["a"] and "params" in up["b"] and "latency_ms" in up["a"]
     down = {a["algorithm"]: a["best"] for a in aggregate(rows, higher_is_better=False)}
     assert "test_metric" in down["b"]
+
+
+def test_peak_memory_is_the_cells_own():
+    """The peak-RSS count restarts per cell (ru_maxrss would report the runner's own peak for every cell)."""
+    import numpy as np
+
+    from monai_hyperconv.compare.cell import _peak_rss_mb, _reset_peak_rss
+
+    if _peak_rss_mb() is None:
+        pytest.skip("no /proc/self/status VmHWM on this platform")
+    _reset_peak_rss()
+    base = _peak_rss_mb()
+    big = np.ones(40_000_000)  # 305 MiB, touched
+    grown = _peak_rss_mb()
+    del big
+    _reset_peak_rss()
+    assert grown - base > 250 and _peak_rss_mb() < grown - 250

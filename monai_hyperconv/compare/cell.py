@@ -14,7 +14,8 @@ Measured (all on the cell's device, the network in eval mode):
 - ``gflops`` and ``latency_ms``: one forward of one sample of the shape the inferer feeds the network
   (captured during evaluation, e.g. one 2-D slice for slice-wise inference); latency is the median of
   ``latency_reps`` timed runs after warm-up;
-- ``peak_mem_mb``: CUDA: peak allocated memory of the cell; CPU: peak resident set size of the cell's process;
+- ``peak_mem_mb``: CUDA: peak allocated memory of the cell; CPU: peak resident set size of the cell's process
+  during its work (Linux ``VmHWM`` after resetting it at the cell's start; imported libraries included);
 - ``train_time_s``: wall-clock seconds of the bundle's training run (with its one final validation);
 - ``robustness``: ``{noise: {level: metric}}`` on the held-out fold, noise added to the network
   input after preprocessing (:func:`monai_hyperconv.bundle.corrupt`, seeded per noise and level).
@@ -228,6 +229,30 @@ def _evaluate(spec: dict, overrides: dict, state_dict: dict, split: str, noise: 
     return result
 
 
+def _reset_peak_rss() -> None:
+    """Start the process's peak-RSS count afresh (Linux ``clear_refs`` 5), so the cell's peak is its
+    own: ``ru_maxrss`` would carry the parent's peak over a fork (every cell would report the runner's)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float | None:
+    """Peak resident set size since :func:`_reset_peak_rss` (``VmHWM``), in MiB; None where unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    if sys.platform == "darwin":  # bytes there, and no reset: an upper bound
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return None
+
+
 def _describe(exc: BaseException) -> str:
     """The error and its root cause (MONAI's config parser wraps the real error in a RuntimeError)."""
     text = f"{type(exc).__name__}: {exc}".strip()
@@ -256,6 +281,7 @@ def run_cell(spec: dict) -> dict[str, Any]:
             torch.set_num_threads(int(spec["threads"]))
         if torch.device(spec["device"]).type == "cuda":
             torch.cuda.reset_peak_memory_stats(spec["device"])
+        _reset_peak_rss()
         from monai.bundle import ConfigWorkflow
 
         resume = (cell_dir / "models" / "checkpoint_last.pt").is_file()
@@ -279,7 +305,7 @@ def run_cell(spec: dict) -> dict[str, Any]:
         if torch.device(spec["device"]).type == "cuda":
             peak = torch.cuda.max_memory_allocated(spec["device"]) / 2**20
         else:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+            peak = _peak_rss_mb()
         rob = test.get("robustness") or {}
         noisy = [v for levels in rob.values() for lv, v in levels.items() if float(lv) > 0]
         sign = 1.0 if spec.get("higher_is_better", True) else -1.0
