@@ -31,7 +31,7 @@ PAPER = {
            (7, 2): 0.634, (7, 4): 0.644, (7, 8): 0.646},
 }
 SETUP = {
-    "liver": ("hyper_unet", "liver_lesion_segmentation", "liver", {"image_size": 64},
+    "liver": ("hyper_unet", "liver_lesion_segmentation", "liver", {},
               {"image_size": 32, "network_def#channels": 4, "batch_size": 4}, (48, 48, 6)),
     "ms": ("hyper_mb_unet", "ms_lesion_segmentation", "ms", {"slices_per_epoch": 64},
            {"crop_size": [32, 32, 32], "network_def#channels": 4, "slices_per_epoch": 4, "batch_size": 4}, (40, 40, 36)),
@@ -68,7 +68,7 @@ def heatmap(values: dict, title: str, path: Path) -> str:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_common_args(p, DEFAULT_OUT, epochs=4, folds=2)
+    add_common_args(p, DEFAULT_OUT, epochs=15, folds=2)
     p.add_argument("--dataset", choices=["liver", "ms"], default="liver")
     return p.parse_args(argv)
 
@@ -125,7 +125,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         para = "Every cell failed; see the leaderboard."
     scale = ("smoke: tiny generated volumes, 1 iteration per cell" if args.smoke else
              f"{'demo data' if args.data is None else args.data} ({args.dataset}); {args.folds} folds x "
-             f"{args.epochs} epochs per cell; " + ("64x64 slices, 8 start channels" if args.dataset == "liver"
+             f"{args.epochs} epochs per cell; " + ("96x96 slices, 8 start channels (the bundle's demo.json)" if args.dataset == "liver"
                                                   else "96x96 slices, 16 start channels") + "; CPU")
     report = experiment_report(NAME, "Kernel size x N_L grid", "paper 001 Tables 2/4",
                                command_line("scripts/experiments/kernel_grid.py", argv), scale, para,
