@@ -100,6 +100,7 @@ def _paragraph(ds: str, r: dict[str, Any]) -> str:
     diff = h["test_metric_mean"] - p["test_metric_mean"]
     best = ranked[0]["method"] if ranked else "n/a"
     fails = [x["method"] for x in r["rows"] if x["n_failed"]]
+    collapsed = [x["method"] for x in r["rows"] if x["train_metric_mean"] == 0.0]
     return (f"{r['table']} ({ds}): the paper reports {h['method']} {h['paper_test']:.3f} vs {p['method']} "
             f"{p['paper_test']:.3f} test Dice (a gain of {h['paper_test'] - p['paper_test']:+.3f}) with "
             f"{h['paper_params_M']}M vs {p['paper_params_M']}M parameters. On the demo data at this scale we measure "
@@ -109,7 +110,9 @@ def _paragraph(ds: str, r: dict[str, Any]) -> str:
                else ("The direction matches the paper; " if diff > 0 else "The direction is the opposite of the paper's; "))
             + "the networks here are far narrower and trained for a few epochs on small synthetic data, so the absolute "
               "values are not comparable with the paper's."
-            + (f" Failed cells: {', '.join(fails)}." if fails else ""))
+            + (f" Failed cells: {', '.join(fails)}." if fails else "")
+            + (f" Rows whose training never left the all-background start (train Dice 0), so their test Dice says "
+               f"nothing about the architecture at this budget: {', '.join(collapsed)}." if collapsed else ""))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
