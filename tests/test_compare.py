@@ -232,11 +232,12 @@ def test_bad_inputs_name_the_argument(tmp_path):
 
 def test_aggregate_marks_best_by_direction():
     rows = [
-        {"algorithm": "a", "status": "ok", "fold": 0, "test_metric": 30.0, "params": 10, "latency_ms": 2.0},
-        {"algorithm": "b", "status": "ok", "fold": 0, "test_metric": 28.0, "params": 5, "latency_ms": 3.0},
+        {"algorithm": "a", "status": "ok", "fold": 0, "test_metric": 30.0, "params": 10, "latency_ms": 2.0, "gap": -0.5},
+        {"algorithm": "b", "status": "ok", "fold": 0, "test_metric": 28.0, "params": 5, "latency_ms": 3.0, "gap": 0.2},
     ]
     up = {a["algorithm"]: a["best"] for a in aggregate(rows, higher_is_better=True)}
     assert "test_metric" in up["a"] and "params" in up["b"] and "latency_ms" in up["a"]
+    assert "gap" in up["b"]  # the gap closest to zero, not the most negative
     down = {a["algorithm"]: a["best"] for a in aggregate(rows, higher_is_better=False)}
     assert "test_metric" in down["b"]
 

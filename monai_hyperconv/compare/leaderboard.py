@@ -18,11 +18,12 @@ from .report import fmt_pm
 
 __all__ = ["aggregate", "leaderboard_markdown", "write_outputs", "COLUMNS"]
 
-#: (field, header, better): better is "max", "min", the task metric's direction ("metric") or None (not ranked)
+#: (field, header, better): better is "max", "min", "absmin" (closest to 0), the task metric's direction
+#: ("metric") or None (not ranked)
 COLUMNS = (
     ("test_metric", "test {m}", "metric"),
     ("train_metric", "train {m}", "metric"),
-    ("gap", "train-test gap", "min"),
+    ("gap", "train-test gap", "absmin"),
     ("robust_metric", "{m} under noise", "metric"),
     ("params", "params", "min"),
     ("receptive_field", "receptive field", None),
@@ -76,12 +77,13 @@ def aggregate(rows: Sequence[Mapping[str, Any]], higher_is_better: bool = True) 
         if better is None:
             continue
         mode = ("max" if higher_is_better else "min") if better == "metric" else better
-        vals = [a[f"{field}_mean"] for a in out if a.get(f"{field}_mean") is not None]
+        key = abs if mode == "absmin" else (lambda v: v)
+        vals = [key(a[f"{field}_mean"]) for a in out if a.get(f"{field}_mean") is not None]
         if not vals:
             continue
         best = max(vals) if mode == "max" else min(vals)
         for a in out:
-            if a.get(f"{field}_mean") is not None and a[f"{field}_mean"] == best:
+            if a.get(f"{field}_mean") is not None and key(a[f"{field}_mean"]) == best:
                 a.setdefault("best", []).append(field)
     for a in out:
         a.setdefault("best", [])
