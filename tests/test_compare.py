@@ -212,6 +212,15 @@ def test_dead_cell_process_is_recorded(tmp_path, monkeypatch):
     assert r["status"] == "failed" and "exited with code 139" in r["error"] and "boom" in r["error"]
 
 
+def test_demo_data_follows_the_bundle(tmp_path):
+    """Task "segmentation" with the MS bundle and no data: the MS demo (4 contrasts), not the liver one."""
+    manifest, cells = plan_cells("segmentation", ["mb_unet"], 1, tmp_path, epochs=1, bundle="ms_lesion_segmentation")
+    assert manifest["demo_task"] == "ms" and manifest["dataset_dir"].endswith("ms_demo")
+    assert cells[0]["network"]["in_channels"] == 4
+    manifest, _ = plan_cells("segmentation", ["unet"], 1, tmp_path, epochs=1)
+    assert manifest["demo_task"] == "liver"
+
+
 def test_bad_inputs_name_the_argument(tmp_path):
     with pytest.raises(ComparisonError, match="task 'segment'"):
         plan_cells("segment", ["unet"], 2, tmp_path, epochs=1)

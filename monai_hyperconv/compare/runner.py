@@ -50,10 +50,10 @@ def _devices(devices: Sequence[str] | None) -> list[str]:
     return [f"cuda:{i}" for i in range(n)] if n else ["cpu"]
 
 
-def _resolve_data(task: str, data: str | os.PathLike | None, output_dir: Path) -> tuple[str, bool]:
+def _resolve_data(demo_task: str, data: str | os.PathLike | None, output_dir: Path) -> tuple[str, bool]:
     """(dataset_dir, is_demo): ``data`` is a folder with ``dataset.json`` or the ``dataset.json`` itself."""
     if data is None:
-        return str((output_dir / "data" / f"{TASKS[task].demo_task}_demo").resolve()), True
+        return str((output_dir / "data" / f"{demo_task}_demo").resolve()), True
     p = Path(data)
     if p.is_file():
         if p.name != "dataset.json":
@@ -106,7 +106,12 @@ def plan_cells(
         raise ComparisonError(f"algorithms given twice: {dup}.")
     out = Path(output_dir).resolve()
     bdir = bundle_dir(bundle or spec_t.bundle)
-    dataset_dir, is_demo = _resolve_data(task, data, out)
+    from monai.bundle import ConfigParser as _CP
+
+    # the bundle's own demo (e.g. the MS bundle under task "segmentation"), else the task's
+    base_cfg = _CP.load_config_files([str(bdir / "configs" / "train.json")])
+    demo_task = base_cfg.get("demo_task") if isinstance(base_cfg.get("demo_task"), str) else spec_t.demo_task
+    dataset_dir, is_demo = _resolve_data(demo_task, data, out)
     if configs is None:
         configs = ["train.json"] + (["demo.json"] if is_demo and (bdir / "configs" / "demo.json").is_file() else [])
     cfg_paths = []
@@ -139,6 +144,7 @@ def plan_cells(
         raise ComparisonError(f"noise {unknown}: choose from {sorted(NOISE_TYPES)}.")
     manifest = {
         "task": task, "bundle": str(bdir), "configs": cfg_paths, "dataset_dir": dataset_dir, "is_demo": is_demo,
+        "demo_task": demo_task if is_demo else None,
         "folds": folds, "budget": budget, "seed": int(seed), "overrides": ov, "noise": noise,
         "metric": spec_t.metric, "higher_is_better": spec_t.higher_is_better,
         "algorithms": [{"text": a.text, "name": a.name, "options": a.options, "slug": a.slug} for a in algos],
@@ -319,7 +325,7 @@ def run_comparison(
         # generate the demo once here, not concurrently in every worker
         from ..data import ensure_demo
 
-        ensure_demo(TASKS[task].demo_task, manifest["dataset_dir"])
+        ensure_demo(manifest["demo_task"], manifest["dataset_dir"])
 
     results: dict[str, dict] = {}
     todo = []
