@@ -134,6 +134,12 @@ def test_resume_skips_finished_cells(tiny_run):
     assert [r["test_metric"] for r in again["results"]] == [r["test_metric"] for r in res["results"][:4]]
     # the earlier run's third algorithm stays on the leaderboard, in the original order
     assert [a["algorithm"] for a in again["leaderboard"]] == GOOD + [BAD]
+    # failed cells are re-run by default; keep_failed (retry_failed=False) keeps their recorded error
+    bad_dirs = [Path(r["cell_dir"]) for r in res["results"] if r["status"] == "failed"]
+    bad_stamps = {d: (d / "result.json").stat().st_mtime_ns for d in bad_dirs}
+    kept = run_comparison("segmentation", GOOD + [BAD], output_dir=out, data=data, retry_failed=False, **OPTS)
+    assert {d: (d / "result.json").stat().st_mtime_ns for d in bad_dirs} == bad_stamps
+    assert [r["status"] for r in kept["results"]] == ["ok"] * 4 + ["failed"] * 2
     # a different budget in the same folder is refused, and nothing is overwritten
     before = (out / "comparison.json").read_text()
     with pytest.raises(ComparisonError, match="budget"):

@@ -56,6 +56,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", default="runs/compare", help="output folder (reuse it to resume)")
     p.add_argument("--auto3dseg-workdir", nargs="*", default=[], help="Auto3DSeg work directories to include")
     p.add_argument("--latency-reps", type=int, default=10)
+    p.add_argument("--keep-failed", action="store_true", help="do not re-run cells recorded as failed")
     return p.parse_args(argv)
 
 
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             iterations=args.iterations, data=args.data, bundle=args.bundle, configs=args.configs,
             overrides=_kv(args.set, "--set"), noise=noise, seed=args.seed, workers=args.workers,
             devices=args.devices, fold_ids=args.fold_ids, auto3dseg_work_dirs=args.auto3dseg_workdir,
-            latency_reps=args.latency_reps,
+            latency_reps=args.latency_reps, retry_failed=not args.keep_failed,
         )
     except (ComparisonError, KeyError, FileNotFoundError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)

@@ -31,6 +31,7 @@ def add_common_args(p: argparse.ArgumentParser, default_out: str, epochs: int, f
     p.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)), help="cells in parallel")
     p.add_argument("--devices", nargs="*", default=None, help="e.g. cuda:0 cuda:1 (default: all GPUs, else cpu)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep-failed", action="store_true", help="do not re-run cells recorded as failed")
     p.add_argument("--set", nargs="*", default=[], metavar="ID=VALUE",
                    help="extra bundle config overrides for every cell (e.g. image_size=128)")
 
@@ -49,7 +50,7 @@ def grid_settings(args: argparse.Namespace, task_demo: str, demo_overrides: Mapp
             raise SystemExit(f"--set {item!r}: expected ID=VALUE")
         user[k] = _value(v)
     kw: dict[str, Any] = {"output_dir": str(out / "comparison"), "seed": args.seed, "workers": args.workers,
-                          "devices": args.devices, "folds": args.folds}
+                          "devices": args.devices, "folds": args.folds, "retry_failed": not args.keep_failed}
     if args.smoke:
         from ..bundle.testing import make_tiny_demo
 

@@ -186,7 +186,7 @@ def _check_manifest(out: Path, manifest: dict) -> dict:
     return merged
 
 
-def _finished(cell: dict) -> dict | None:
+def _finished(cell: dict, retry_failed: bool = True) -> dict | None:
     path = Path(cell["cell_dir"]) / RESULT_FILE
     if not path.is_file():
         return None
@@ -194,7 +194,8 @@ def _finished(cell: dict) -> dict | None:
         res = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return res if res.get("status") == "ok" and res.get("spec_hash") == cell["spec_hash"] else None
+    keep = ("ok",) if retry_failed else ("ok", "failed")
+    return res if res.get("status") in keep and res.get("spec_hash") == cell["spec_hash"] else None
 
 
 def cell_environment(device: str, threads: int, base_env: Mapping[str, str] | None = None) -> tuple[dict, str]:
@@ -274,6 +275,7 @@ def run_comparison(
     latency_reps: int = 10,
     progress: bool = True,
     isolate: bool = True,
+    retry_failed: bool = True,
 ) -> dict[str, Any]:
     """Train and measure every algorithm x fold with one bundle's recipe; write the leaderboard.
 
@@ -294,6 +296,7 @@ def run_comparison(
         auto3dseg_work_dirs: Auto3DSeg work directories whose algorithms join the leaderboard.
         latency_reps: timed forwards per latency measurement.
         progress: a tqdm bar over cells and one line per finished cell.
+        retry_failed: re-run cells recorded as failed (default); ``False`` keeps their recorded error.
         isolate: one process per cell (default). ``False`` runs the cells one after the other in
             this process (``workers`` must be 1): no process start-up per cell, for smoke runs and
             tests; a crash then stops the run, and ``peak_mem_mb`` is this process's running peak.
@@ -330,7 +333,7 @@ def run_comparison(
     results: dict[str, dict] = {}
     todo = []
     for c in cells:
-        done = _finished(c)
+        done = _finished(c, retry_failed)
         if done is not None:
             results[c["cell_dir"]] = done
         else:

@@ -65,6 +65,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(p, DEFAULT_OUT, epochs=15, folds=2)
     p.add_argument("--dataset", choices=["liver", "ms", "both"], default="both")
+    p.add_argument("--ms-epochs", type=int, default=5, help="epochs per MS cell (default 5; --epochs is the liver's)")
     return p.parse_args(argv)
 
 
@@ -72,6 +73,8 @@ def run_dataset(args: argparse.Namespace, ds: str) -> dict[str, Any]:
     bundle, demo, demo_ov, smoke_ov, smoke_size, rows, table = DATASETS[ds]
     sub = argparse.Namespace(**{**vars(args), "out": str(Path(args.out) / ds)})
     kw = grid_settings(sub, demo, demo_ov, smoke_ov, smoke_size=smoke_size)
+    if ds == "ms" and not args.smoke:
+        kw["epochs"] = args.ms_epochs
     res = run_comparison("segmentation", [a for _, a, _ in rows], bundle=bundle, noise={}, **kw)
     lb = by_algorithm(res)
     full = [(label, algo, {**paper, "ours": lb.get(algo)}) for label, algo, paper in rows]
@@ -122,8 +125,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         raise SystemExit("--data needs --dataset liver or --dataset ms (one data set per run).")
     results = {ds: run_dataset(args, ds) for ds in datasets}
     scale = ("smoke: tiny generated volumes, 1 iteration per cell" if args.smoke else
-             f"{'demo data' if args.data is None else args.data}; {args.folds} folds x {args.epochs} epochs per cell; "
-             "liver: 96x96 slices, 8 start channels (the bundle's demo.json); MS: 96x96 slices of 80x96x80 crops, 16 start channels, "
+             f"{'demo data' if args.data is None else args.data}; {args.folds} fold(s); {args.epochs} epochs per liver "
+             f"cell, {args.ms_epochs} per MS cell; liver: 96x96 slices, 8 start channels (the bundle's demo.json); MS: 96x96 slices of 80x96x80 crops, 16 start channels, "
              "64 slices per epoch; CPU")
     out = Path(args.out)
     report = experiment_report(
