@@ -1,7 +1,6 @@
 """scripts/experiments/adaptive_kernels.py --smoke: outputs exist, tables are right, numbers finite and in range."""
 
 import csv
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -14,6 +13,7 @@ from monai_hyperconv.compare import read_report
 from monai_hyperconv.layers import AdaptiveConv
 from monai_hyperconv.networks import create_network
 from monai_hyperconv.networks.first_layer import FirstLayerUNet
+from monai_hyperconv.bundle.testing import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "experiments" / "adaptive_kernels.py"
@@ -26,10 +26,7 @@ PNGS = ["filters_curves.png", "filters_kernels.png", "classify_accuracy.png", "t
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("adaptive_kernels_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(SCRIPT, "adaptive_kernels_script")
 
 
 def _csv(path):

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from monai_hyperconv.compare import read_report
+from monai_hyperconv.bundle.testing import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"exp_{name}", ROOT / "scripts" / "experiments" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(ROOT / "scripts" / "experiments" / f"{name}.py", f"exp_{name}")
 
 
 def check_report(out: Path, name: str) -> dict:

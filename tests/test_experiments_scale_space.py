@@ -1,7 +1,6 @@
 """scripts/experiments/scale_space.py --smoke: outputs exist, tables are right, numbers finite and consistent."""
 
 import csv
-import importlib.util
 import json
 import math
 import struct
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 from monai_hyperconv.compare import read_report
+from monai_hyperconv.bundle.testing import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "experiments" / "scale_space.py"
@@ -22,10 +22,7 @@ FIGURES = ["dice_vs_phi", "pareto", "prior_width", "transfer", "registration_par
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("scale_space_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(SCRIPT, "scale_space_script")
 
 
 @pytest.fixture(scope="module")

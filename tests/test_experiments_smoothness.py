@@ -1,7 +1,6 @@
 """scripts/experiments/kernel_smoothness.py --smoke: outputs exist, tables are right, numbers finite."""
 
 import csv
-import importlib.util
 import json
 import math
 import struct
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from monai_hyperconv.bundle.testing import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "experiments" / "kernel_smoothness.py"
@@ -17,10 +17,7 @@ MODELS = ["unet5", "hyper_unet_nl8", "hyper_unet_nl24", "unet5_fit_nl8", "unet5_
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("kernel_smoothness_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(SCRIPT, "kernel_smoothness_script")
 
 
 @pytest.fixture(scope="module")

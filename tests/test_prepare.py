@@ -1,6 +1,5 @@
 """Preparation of the public data sets, each on a tiny mock of its original layout."""
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -19,16 +18,14 @@ from monai_hyperconv.data.prepare import (
     prepare_lits,
     prepare_oasis_neurite,
 )
+from monai_hyperconv.bundle.testing import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 AFF = np.diag([-0.8, -0.8, 2.0, 1.0])
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(ROOT / "scripts" / f"{name}.py")
 
 
 def _save(path, arr, aff=AFF):

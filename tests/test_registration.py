@@ -144,13 +144,9 @@ def test_sshn_registration_materialize_equals_forward():
 
 def test_comparison_with_voxelmorph_on_same_pairs():
     pytest.importorskip("voxelmorph")
-    import importlib.util
-    import pathlib
+    from monai_hyperconv.bundle.testing import load_script
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "compare_voxelmorph.py"
-    spec = importlib.util.spec_from_file_location("compare_voxelmorph", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("scripts/compare_voxelmorph.py")
     res = mod.compare(steps=80, size=32, n_train=8, n_test=8, features=8, lr=3e-3, lambda_reg=0.02, batch=4)
     ident = res["identity"]
     for name in ("ours (RegistrationNet)", "voxelmorph VxmPairwise"):

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from monai_hyperconv.compare import experiment_report, read_report
+from monai_hyperconv.bundle.testing import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("make_results_doc", ROOT / "scripts" / "make_results_doc.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(ROOT / "scripts" / "make_results_doc.py")
 
 
 def _experiment(root: Path, name: str, value: float) -> None:
@@ -61,6 +58,8 @@ def test_document_is_built_from_reports(tmp_path):
 
 
 def test_bad_inputs_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no script at .*nope.py"):
+        load_script(tmp_path / "nope.py")
     mod = _load()
     with pytest.raises(FileNotFoundError, match="no <experiment>/summary.json"):
         mod.build(tmp_path, tmp_path / "r.md")

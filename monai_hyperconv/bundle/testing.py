@@ -20,11 +20,30 @@ from typing import Any
 
 import torch
 
-__all__ = ["REPO_ROOT", "make_tiny_demo", "load_workflow", "run_config", "run_cli", "bundle_cli_args", "no_package_env", "find_in_chain",
+__all__ = ["REPO_ROOT", "load_script", "make_tiny_demo", "load_workflow", "run_config", "run_cli", "bundle_cli_args", "no_package_env", "find_in_chain",
            "run_exported_without_package", "dataset_error"]
 
 #: repository root (the folder holding ``bundles/``) when the package is installed editable
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_script(path: str | os.PathLike, name: str | None = None):
+    """Import a script (``scripts/*.py``, which is not a package module) by path; returns the module.
+
+    Args:
+        path: the ``.py`` file (relative paths are taken from :data:`REPO_ROOT`).
+        name: module name (default: the file's stem).
+    """
+    import importlib.util
+
+    p = Path(path)
+    p = p if p.is_absolute() else REPO_ROOT / p
+    if not p.is_file():
+        raise FileNotFoundError(f"load_script: no script at {p}.")
+    spec = importlib.util.spec_from_file_location(name or p.stem, p)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def make_tiny_demo(task: str, out_dir: str | os.PathLike, n_subjects: int = 3, size: Sequence[int] | None = None, seed: int = 0) -> str:
