@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,8 @@ from typing import Any
 
 from .report import fmt_pm
 
-__all__ = ["add_common_args", "grid_settings", "by_algorithm", "pm", "command_line", "paper_table"]
+__all__ = ["add_common_args", "grid_settings", "by_algorithm", "pm", "command_line", "paper_table", "noise_curves",
+           "write_summary"]
 
 
 def add_common_args(p: argparse.ArgumentParser, default_out: str, epochs: int, folds: int) -> None:
@@ -67,6 +69,38 @@ def grid_settings(args: argparse.Namespace, task_demo: str, demo_overrides: Mapp
 def by_algorithm(result: Mapping[str, Any]) -> dict[str, dict]:
     """Leaderboard rows of a ``run_comparison`` result keyed by algorithm text."""
     return {a["algorithm"]: a for a in result["leaderboard"]}
+
+
+def noise_curves(results: Sequence[Mapping[str, Any]], algorithms: Mapping[str, str],
+                 noise: Mapping[str, Sequence[float]], metric: str) -> list[dict[str, Any]]:
+    """The noise sweep per algorithm over its "ok" folds: one row per (algorithm, noise, level) with
+    ``<metric>_mean``, ``<metric>_std`` (sample std; None for one fold) and ``folds``.
+
+    Args:
+        results: the runner's per-fold results.
+        algorithms: display label -> algorithm text.
+        noise: ``{noise: [levels]}`` as given to the runner.
+        metric: the column prefix (e.g. "dice", "accuracy", "psnr").
+    """
+    rows = []
+    for label, algo in algorithms.items():
+        folds = [r for r in results if r["algorithm"] == algo and r["status"] == "ok"]
+        for kind, levels in noise.items():
+            for lv in levels:
+                vals = [r["robustness"][kind][str(float(lv))] for r in folds if kind in r.get("robustness", {})]
+                rows.append({"method": label, "algorithm": algo, "noise": kind, "level": lv,
+                             f"{metric}_mean": statistics.fmean(vals) if vals else None,
+                             f"{metric}_std": statistics.stdev(vals) if len(vals) > 1 else None, "folds": len(vals)})
+    return rows
+
+
+def write_summary(name: str, out: Path, args: argparse.Namespace, report: Mapping[str, Any], **extra: Any) -> str:
+    """``out/summary.json`` with the run's arguments under "config" and the report entry; says where results went."""
+    from ..bundle.results import write_json
+
+    path = write_json({"config": dict(vars(args)), "report": dict(report), **extra}, Path(out) / "summary.json")
+    print(f"{name}: results in {out}")
+    return path
 
 
 def pm(row: Mapping[str, Any] | None, field: str, digits: int = 3) -> str:

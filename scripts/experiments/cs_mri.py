@@ -21,9 +21,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from monai_hyperconv.bundle import write_csv, write_json
+from monai_hyperconv.bundle import write_csv
 from monai_hyperconv.compare import experiment_report, run_comparison
-from monai_hyperconv.compare.experiments import add_common_args, by_algorithm, command_line, grid_settings, pm
+from monai_hyperconv.compare.experiments import (add_common_args, by_algorithm, command_line, grid_settings, noise_curves,
+                                                  pm, write_summary)
 from monai_hyperconv.utils import atomic_write
 
 NAME = "cs_mri"
@@ -61,7 +62,7 @@ def zero_filled_psnr(cell_dir: Path, levels: Sequence[float]) -> dict[str, float
     return out
 
 
-def plots(results: Sequence[dict], zf: dict, out: Path) -> list[str]:
+def plots(results: Sequence[dict], curves: Sequence[dict], zf: dict, out: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,10 +88,9 @@ def plots(results: Sequence[dict], zf: dict, out: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     levels = NOISE["kspace_gaussian"]
     for label, algo in ALGORITHMS.items():
-        folds = [r for r in results if r["algorithm"] == algo and r["status"] == "ok"]
-        if folds:
-            ax.plot(levels, [statistics.fmean(r["robustness"]["kspace_gaussian"][str(float(lv))] for r in folds)
-                             for lv in levels], marker="o", label=label)
+        means = [c["psnr_mean"] for c in curves if c["algorithm"] == algo]
+        if means and means[0] is not None:
+            ax.plot(levels, means, marker="o", label=label)
     if zf:
         ax.plot(levels, [zf[str(float(lv))] for lv in levels], "k--", label="zero-filled input")
     ax.set_xlabel("k-space noise standard deviation")
@@ -119,16 +119,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     out = Path(args.out)
     ok = [r for r in res["results"] if r["status"] == "ok"]
     zf = zero_filled_psnr(Path(ok[0]["cell_dir"]), NOISE["kspace_gaussian"]) if ok else {}
+    curves = noise_curves(res["results"], ALGORITHMS, NOISE, "psnr")
     rows = []
     for label, algo in ALGORITHMS.items():
         a = lb.get(algo) or {}
-        folds = [r for r in ok if r["algorithm"] == algo]
         row = {"method": label, "algorithm": algo, "paper_psnr": PAPER_PSNR[label],
                "test_psnr_mean": a.get("test_metric_mean"), "test_psnr_std": a.get("test_metric_std"),
                "params": a.get("params_mean")}
-        for lv in NOISE["kspace_gaussian"]:
-            vals = [r["robustness"]["kspace_gaussian"][str(float(lv))] for r in folds]
-            row[f"psnr_noise_{lv}"] = statistics.fmean(vals) if vals else None
+        row.update({f"psnr_noise_{c['level']}": c["psnr_mean"] for c in curves if c["algorithm"] == algo})
         rows.append(row)
     rows.append({"method": "zero-filled input", "algorithm": "", "paper_psnr": None,
                  "test_psnr_mean": zf.get("0.0"), **{f"psnr_noise_{lv}": zf.get(str(float(lv)))
@@ -146,14 +144,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                      f"{'-' if row.get('params') is None else int(row['params'])} | "
                      + " | ".join("n/a" if v is None else f"{v:.2f}" for v in noisy) + " |")
     md_path = atomic_write(out / "cs_mri.md", lambda p: Path(p).write_text("\n".join(lines) + "\n"))
-    figs = plots(res["results"], zf, out)
+    figs = plots(res["results"], curves, zf, out)
     by = {r["method"]: r for r in rows}
     unet, hyp = by["UNet 5x5"], by["Hyper-UNet N_L=4"]
     if unet["test_psnr_mean"] is not None and hyp["test_psnr_mean"] is not None and zf:
         hi = levels[-1]
-        para = (f"Paper 001 reports mean test PSNR 30.40 / 30.16 / 29.39 dB for Hyper-UNets with N_L = 8 / 4 / 2 vs "
-                f"29.36 dB for the 5x5 UNet (Fig 7), and that under k-space noise the UNet falls below the zero-filled "
-                f"input's PSNR while the Hyper-UNet stays above it (Fig 8). On the demo data we measure "
+        para = ("Paper 001 reports mean test PSNR 30.40 / 30.16 / 29.39 dB for Hyper-UNets with N_L = 8 / 4 / 2 vs "
+                "29.36 dB for the 5x5 UNet (Fig 7), and that under k-space noise the UNet falls below the zero-filled "
+                "input's PSNR while the Hyper-UNet stays above it (Fig 8). On the demo data we measure "
                 + " / ".join(f"{by[f'Hyper-UNet N_L={n}']['test_psnr_mean']:.2f}" for n in (8, 4, 2)
                              if by[f"Hyper-UNet N_L={n}"]["test_psnr_mean"] is not None)
                 + f" dB vs {unet['test_psnr_mean']:.2f} dB for the UNet, with the zero-filled input at {zf['0.0']:.2f} dB. "
@@ -176,8 +174,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     report = experiment_report(NAME, "CS-MRI reconstruction and k-space noise", "paper 001 Figs 7-9",
                                command_line("scripts/experiments/cs_mri.py", argv), scale, para,
                                tables=[md_path], figures=figs, numbers={"rows": rows, "zero_filled": zf}, out_dir=out)
-    write_json({"config": vars(args), "report": report, "csv": csv_path}, out / "summary.json")
-    print(f"{NAME}: results in {out}")
+    write_summary(NAME, out, args, report, csv=csv_path)
     return {"rows": rows, "report": report, "result": res, "zero_filled": zf}
 
 

@@ -11,14 +11,14 @@ trained on clean images and tested with noise added to the inputs.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from monai_hyperconv.bundle import write_csv, write_json
+from monai_hyperconv.bundle import write_csv
 from monai_hyperconv.compare import experiment_report, run_comparison
-from monai_hyperconv.compare.experiments import add_common_args, by_algorithm, command_line, grid_settings, pm
+from monai_hyperconv.compare.experiments import (add_common_args, by_algorithm, command_line, grid_settings, noise_curves,
+                                                  pm, write_summary)
 from monai_hyperconv.utils import atomic_write
 
 NAME = "digits_robustness"
@@ -39,15 +39,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     res = run_comparison("classification", list(ALGORITHMS.values()), noise=NOISE, **kw)
     lb = by_algorithm(res)
     out = Path(args.out)
-    rows = []
-    for label, algo in ALGORITHMS.items():
-        folds = [r for r in res["results"] if r["algorithm"] == algo and r["status"] == "ok"]
-        for noise, levels in NOISE.items():
-            for lv in levels:
-                vals = [r["robustness"][noise][str(float(lv))] for r in folds]
-                rows.append({"method": label, "algorithm": algo, "noise": noise, "level": lv,
-                             "accuracy_mean": statistics.fmean(vals) if vals else None,
-                             "accuracy_std": statistics.stdev(vals) if len(vals) > 1 else None})
+    rows = noise_curves(res["results"], ALGORITHMS, NOISE, "accuracy")
     csv_path = write_csv(rows, out / "digits_robustness.csv")
     labels = list(ALGORITHMS)
     lines = ["| noise | level | " + " | ".join(f"{m} accuracy" for m in labels) + " |", "|---|---|" + "---|" * len(labels)]
@@ -91,8 +83,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     report = experiment_report(NAME, "Digits: accuracy under noise, conv vs hyper-conv", "blog 003 Figs 2 and 5",
                                command_line("scripts/experiments/digits_robustness.py", argv), scale, para,
                                tables=[md_path], figures=[fig] if fig else [], numbers={"rows": rows}, out_dir=out)
-    write_json({"config": vars(args), "report": report, "csv": csv_path}, out / "summary.json")
-    print(f"{NAME}: results in {out}")
+    write_summary(NAME, out, args, report, csv=csv_path)
     return {"rows": rows, "report": report, "result": res}
 
 

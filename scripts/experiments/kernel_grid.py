@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from monai_hyperconv.bundle import write_csv, write_json
+from monai_hyperconv.bundle import write_csv
 from monai_hyperconv.compare import experiment_report, run_comparison
-from monai_hyperconv.compare.experiments import add_common_args, by_algorithm, command_line, grid_settings, pm
+from monai_hyperconv.compare.experiments import add_common_args, by_algorithm, command_line, grid_settings, pm, write_summary
 from monai_hyperconv.utils import atomic_write
 
 NAME = "kernel_grid"
@@ -135,8 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                                command_line("scripts/experiments/kernel_grid.py", argv), scale, para,
                                tables=[md_path], figures=[fig_ours, fig_paper],
                                numbers={"rows": rows}, out_dir=out)
-    write_json({"config": vars(args), "report": report, "csv": csv_path}, out / "summary.json")
-    print(f"{NAME}: results in {out}")
+    write_summary(NAME, out, args, report, csv=csv_path)
     return {"rows": rows, "report": report, "result": res}
 
 

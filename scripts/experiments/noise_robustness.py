@@ -11,14 +11,13 @@ the network input at test time only (``monai_hyperconv.bundle.corrupt``, seeded 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from monai_hyperconv.bundle import write_csv, write_json
+from monai_hyperconv.bundle import write_csv
 from monai_hyperconv.compare import experiment_report, run_comparison
-from monai_hyperconv.compare.experiments import add_common_args, command_line, grid_settings
+from monai_hyperconv.compare.experiments import add_common_args, command_line, grid_settings, noise_curves, write_summary
 from monai_hyperconv.utils import atomic_write
 
 NAME = "noise_robustness"
@@ -26,20 +25,6 @@ DEFAULT_OUT = f"outputs/experiments/{NAME}"
 ALGORITHMS = {"UNet 3x3": "unet", "Hyper-UNet 5x5": "hyper_unet"}
 NOISE = {"salt_pepper": [0.0, 0.02, 0.05, 0.1, 0.2], "gaussian": [0.0, 0.05, 0.1, 0.2, 0.3],
          "speckle": [0.0, 0.1, 0.2, 0.4, 0.8]}
-
-
-def curves(results: Sequence[dict]) -> list[dict]:
-    """Rows (algorithm, noise, level, mean and std of test Dice over folds) from the per-fold results."""
-    rows = []
-    for label, algo in ALGORITHMS.items():
-        folds = [r for r in results if r["algorithm"] == algo and r["status"] == "ok"]
-        for noise, levels in NOISE.items():
-            for lv in levels:
-                vals = [r["robustness"][noise][str(float(lv))] for r in folds if noise in r.get("robustness", {})]
-                rows.append({"method": label, "algorithm": algo, "noise": noise, "level": lv,
-                             "dice_mean": statistics.fmean(vals) if vals else None,
-                             "dice_std": statistics.stdev(vals) if len(vals) > 1 else None, "folds": len(vals)})
-    return rows
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -53,7 +38,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     kw = grid_settings(args, "liver", {},
                        {"image_size": 32, "network_def#channels": 4, "batch_size": 4}, smoke_size=(48, 48, 6))
     res = run_comparison("segmentation", list(ALGORITHMS.values()), noise=NOISE, **kw)
-    rows = curves(res["results"])
+    rows = noise_curves(res["results"], ALGORITHMS, NOISE, "dice")
     out = Path(args.out)
     csv_path = write_csv(rows, out / "noise_robustness.csv")
     lines = ["| noise | level | " + " | ".join(f"{m} test Dice" for m in ALGORITHMS) + " | hyper - plain |",
@@ -94,8 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     report = experiment_report(NAME, "Noise robustness of hyper-convolutions", "paper 001 Fig 6",
                                command_line("scripts/experiments/noise_robustness.py", argv), scale, para,
                                tables=[md_path], figures=[fig] if fig else [], numbers={"rows": rows}, out_dir=out)
-    write_json({"config": vars(args), "report": report, "csv": csv_path}, out / "summary.json")
-    print(f"{NAME}: results in {out}")
+    write_summary(NAME, out, args, report, csv=csv_path)
     return {"rows": rows, "report": report, "result": res}
 
 

@@ -20,9 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from monai_hyperconv.bundle import write_csv, write_json
+from monai_hyperconv.bundle import write_csv
 from monai_hyperconv.compare import experiment_report, run_comparison
-from monai_hyperconv.compare.experiments import add_common_args, by_algorithm, command_line, grid_settings, paper_table
+from monai_hyperconv.compare.experiments import (add_common_args, by_algorithm, command_line, grid_settings, paper_table,
+                                                  write_summary)
 from monai_hyperconv.utils import atomic_write
 
 NAME = "paper_tables"
@@ -135,8 +136,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         " ".join(_paragraph(ds, r) for ds, r in results.items()),
         tables=[r["md"] for r in results.values()], figures=[r["figure"] for r in results.values() if r["figure"]],
         numbers={ds: r["rows"] for ds, r in results.items()}, out_dir=out)
-    write_json({"config": {k: v for k, v in vars(args).items()}, "report": report}, out / "summary.json")
-    print(f"{NAME}: results in {out}")
+    write_summary(NAME, out, args, report)
     return {"results": results, "report": report}
 
 
