@@ -120,8 +120,8 @@ def _measure_model(net, args, kwargs, device, reps: int) -> dict[str, Any]:
     import statistics
 
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
+    from ..metrics import count_flops
     from ..networks import receptive_field
 
     out: dict[str, Any] = {"params": int(sum(p.numel() for p in net.parameters() if p.requires_grad))}
@@ -135,14 +135,14 @@ def _measure_model(net, args, kwargs, device, reps: int) -> dict[str, Any]:
         out.update(gflops=None, latency_ms=None, input_shape=None)
         return out
     out["input_shape"] = [list(a.shape) for a in args if isinstance(a, torch.Tensor)]
+    tensors = all(isinstance(a, torch.Tensor) for a in args)
+    # count_flops feeds zeros of these shapes (FLOPs do not depend on values); None for non-tensor inputs
+    out["gflops"] = count_flops(net, [tuple(a.shape) for a in args], device=args[0].device, dtype=args[0].dtype,
+                                **kwargs) / 1e9 if tensors and args else None
     was_training = net.training
     net.eval()
     try:
         with torch.no_grad():
-            counter = FlopCounterMode(display=False)
-            with counter:
-                net(*args, **kwargs)
-            out["gflops"] = counter.get_total_flops() / 1e9
             for _ in range(2):
                 net(*args, **kwargs)
             times = []
