@@ -168,6 +168,8 @@ def _evaluate(spec: dict, overrides: dict, state_dict: dict, split: str, noise: 
     from ..bundle.robustness import corrupt
 
     parser = _parser(spec, overrides)
+    if str(parser.get("datalists#_target_", "")).endswith("prepare_dataset"):
+        parser["datalists#check_load"] = False  # the cell's training run has read and validated every image
     expr = _split_data_expr(parser, split)
     if split != "validation":
         if expr is None:

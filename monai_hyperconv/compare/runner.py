@@ -368,9 +368,8 @@ def run_comparison(
         ordered.sort(key=lambda r: (rank.get(r["algorithm"], len(rank)), r.get("fold", 0)))  # manifest order
         return write_outputs(ordered + extra_rows, manifest, out)
 
-    running: list[tuple[dict, subprocess.Popen, str]] = []
+    running: list[tuple[dict, subprocess.Popen, int]] = []  # (cell, process, worker slot)
     free = list(range(workers))
-    slots: dict[int, int] = {}
     paths = refresh()
     while todo and not isolate:  # in this process, one after the other
         from .cell import run_cell
@@ -389,15 +388,14 @@ def run_comparison(
             slot = free.pop(0)
             cell = todo.pop(0)
             proc = _launch(cell, devs[slot % len(devs)], threads)
-            slots[id(proc)] = slot
-            running.append((cell, proc, devs[slot % len(devs)]))
+            running.append((cell, proc, slot))
         time.sleep(0.2)
         for item in list(running):
-            cell, proc, dev = item
+            cell, proc, slot = item
             if proc.poll() is None:
                 continue
             running.remove(item)
-            free.append(slots.pop(id(proc)))
+            free.append(slot)
             res = _collect(cell, proc)
             results[cell["cell_dir"]] = res
             paths = refresh()

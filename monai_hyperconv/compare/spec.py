@@ -183,9 +183,8 @@ def _accepted(name: str) -> set[str] | None:
     from ..networks import network_entry
 
     fn = network_entry(name)
-    target = getattr(fn, "__wrapped_class__", None) or fn
     try:
-        params = inspect.signature(target).parameters
+        params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return None
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
