@@ -378,3 +378,55 @@ def test_returns_logits_of_the_1x1_head():
     assert torch.equal(y, seen["head"])  # nothing (no sigmoid) after the plain 1x1 conv
     assert type(net.decoder.head) is nn.Conv2d and net.decoder.head.kernel_size == (1, 1)
     assert _count(net, nn.Sigmoid) == 0
+
+
+# ------------------------------------------------------------------ output-layer initialisation
+@pytest.mark.parametrize("name", ["unet", "hyper_unet", "flat_dilated_cnn", "hyperseg"])
+def test_init_output_layer_sets_the_logits(name):
+    """zero_weight + bias: every output logit equals the bias, whatever the network (HyperSeg's is generated)."""
+    from monai_hyperconv.networks import init_output_layer
+
+    torch.manual_seed(0)
+    kw = {"channels": 4} if name != "hyperseg" else {"channels": 4, "num_pools": 2, "patch_grid": 2}
+    net = create_network(name, spatial_dims=2, in_channels=1, out_channels=2, **kw).eval()
+    assert init_output_layer(net, bias=-4.0, zero_weight=True) is net
+    out = net(torch.rand(2, 1, 32, 32))
+    assert torch.equal(out, torch.full_like(out, -4.0))
+
+
+def test_init_output_layer_residual_and_errors():
+    from monai.networks.layers import SkipConnection
+    from monai.networks.nets import BasicUNet
+
+    from monai_hyperconv.networks import init_output_layer, output_layer
+
+    unet = create_network("unet", spatial_dims=2, in_channels=1, out_channels=1, channels=4)
+    assert output_layer(unet) is unet.decoder.head
+    res = SkipConnection(unet, mode="add").eval()
+    init_output_layer(unet, bias=0.0, zero_weight=True)
+    x = torch.rand(1, 1, 32, 32)
+    assert torch.equal(res(x)[:, :1], x)  # a residual net starts as the identity
+    # a network outside this package: its last conv
+    basic = BasicUNet(spatial_dims=2, in_channels=1, out_channels=3, features=(4, 4, 8, 8, 16, 4))
+    assert output_layer(basic) is basic.final_conv
+    init_output_layer(basic, bias=1.5)
+    assert torch.all(basic.final_conv.bias == 1.5)
+    before = [p.clone() for p in basic.parameters()]
+    init_output_layer(basic)  # nothing asked: untouched
+    assert all(torch.equal(a, b) for a, b in zip(before, basic.parameters()))
+    hyper_head = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), HyperConv(2, 2, 1, kernel_size=3))
+    with pytest.raises(ValueError, match="generated conv"):
+        init_output_layer(hyper_head, zero_weight=True)
+    with pytest.raises(ValueError, match="has no bias"):
+        init_output_layer(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, bias=False)), bias=1.0)
+    with pytest.raises(ValueError, match="no convolution or linear layer"):
+        init_output_layer(torch.nn.Sequential(torch.nn.ReLU()), bias=1.0)
+
+
+def test_flat_cnn_int_channels_is_the_first_width_of_the_profile():
+    net = create_network("flat_dilated_cnn", spatial_dims=2, in_channels=1, out_channels=1, channels=16)
+    ref = create_network("flat_dilated_cnn", spatial_dims=2, in_channels=1, out_channels=1)  # 16,32,64,128,64,32,16
+    assert [b.conv1.out_channels for b in net.blocks] == [16, 32, 64, 128, 64, 32, 16]
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in ref.parameters())
+    with pytest.raises(ValueError, match="channels"):
+        create_network("flat_dilated_cnn", spatial_dims=2, in_channels=1, out_channels=1, channels=0)

@@ -28,10 +28,16 @@ def output_layer(network: nn.Module) -> nn.Module:
             m = getattr(m, part, None)
         if isinstance(m, nn.Module):
             return m
-    last = None
-    for m in net.modules():
-        if isinstance(m, _LAYER_TYPES + (GeneratedConv,)):
-            last = m
+    def last_layer(module: nn.Module):
+        # registration order, depth first, but not into a layer: a generated conv's own MLP is not an output
+        found = None
+        for child in module.children():
+            inner = child if isinstance(child, _LAYER_TYPES + (GeneratedConv,)) else last_layer(child)
+            if inner is not None:
+                found = inner
+        return found
+
+    last = last_layer(net)
     if last is None:
         raise ValueError(f"{type(net).__name__} has no convolution or linear layer to initialise as its output layer.")
     return last
