@@ -124,7 +124,7 @@ def test_adaptive_initial_variance_near_kaiming(d, k):
 def test_hyperconv_layout_is_official_hwio():
     """Output column j of the hyper-network is (i * c_out + o), as view(k,k,c_in,c_out).permute(3,2,0,1)."""
     layer = HyperConv(2, 3, 5, kernel_size=3)
-    flat = layer.out_layer(layer.hidden_features())  # (9, 15)
+    flat = layer.kernel_columns()  # (9, 15)
     expected = flat.view(3, 3, 3, 5).permute(3, 2, 0, 1)
     torch.testing.assert_close(layer.weight, expected)
 

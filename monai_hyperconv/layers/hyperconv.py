@@ -6,6 +6,7 @@ import math
 from typing import Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .base import GeneratedConv, dim_variant
@@ -43,6 +44,19 @@ class HyperConv(GeneratedConv):
     conv of the same fan-in (``2 / fan_in``) for every kernel size and dimension. Networks built
     from it therefore also train without normalisation.
 
+    Equalised updates (``equalize_updates=True``, the default; the official code has no such
+    scale): with Eq. 3's plain parametrisation, one Adam step moves every generated kernel
+    entry 2-12x further than it moves a plain conv's entry at the same learning rate, more the
+    larger ``N_L`` and the kernel (the output layer's input features grow with the integer
+    coordinates, and all taps share the hyper-network). The layer therefore stores its
+    parameters in a scaled form, ``W_eff = g * W_raw`` (as the "equalised learning rate" of
+    Karras et al. 2018), with three constant gains in the persistent buffer ``param_gains``
+    (hidden MLP, output weight, output bias) chosen at initialisation so that each group moves
+    the kernel by at most ``lr / 3`` RMS per sign-aligned Adam step, i.e. the whole kernel moves
+    by at most ``lr`` as a plain conv's does (:meth:`update_sensitivity`). The forward function, the
+    parameter count (Eq. 3) and the initial kernel are unchanged; only the optimiser's
+    geometry is. ``equalize_updates=False`` restores the paper's parametrisation (gains 1).
+
     Args:
         spatial_dims: 1, 2 or 3.
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
@@ -52,6 +66,8 @@ class HyperConv(GeneratedConv):
         hidden: widths of the hidden layers before it (default (16, 16), as the official code).
         negative_slope: LeakyReLU slope (default 0.1).
         init_gain: gain of the target kernel std ``gain / sqrt(fan_in)`` (default sqrt(2), He).
+        equalize_updates: scale the stored parameters so an Adam step moves the generated kernel
+            as far as a plain conv's (default True); False gives the papers' parametrisation.
     """
 
     def __init__(
@@ -72,6 +88,7 @@ class HyperConv(GeneratedConv):
         hidden: Sequence[int] = (16, 16),
         negative_slope: float = 0.1,
         init_gain: float = math.sqrt(2.0),
+        equalize_updates: bool = True,
     ) -> None:
         super().__init__(
             spatial_dims, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
@@ -86,6 +103,7 @@ class HyperConv(GeneratedConv):
         self.hidden = hidden
         self.negative_slope = float(negative_slope)
         self.init_gain = float(init_gain)
+        self.equalize_updates = bool(equalize_updates)
         widths = [self.spatial_dims, *hidden, n_l]
         layers = []
         for a, b in zip(widths[:-1], widths[1:]):
@@ -97,16 +115,25 @@ class HyperConv(GeneratedConv):
         axes = [torch.arange(k, dtype=torch.float32) - (k - 1) / 2 for k in self.kernel_size]
         grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, self.spatial_dims)
         self.register_buffer("coords", grid, persistent=False)
+        # (hidden MLP, output weight, output bias) gains: W_eff = gain * W_raw. Persistent, because
+        # they are part of what the stored parameters mean (set once, in reset_parameters).
+        self.register_buffer("param_gains", torch.ones(3))
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """He-normal hidden layers; output layer scaled so Var(kernel) = init_gain^2 / fan_in."""
+        """He-normal hidden layers; output layer scaled so Var(kernel) = init_gain^2 / fan_in.
+
+        With ``equalize_updates`` the gains in ``param_gains`` are then chosen so that each
+        parameter group has update sensitivity ``1/3`` (see :meth:`update_sensitivity`),
+        and the stored parameters are divided by them: the initial kernel does not change.
+        """
+        self.param_gains.fill_(1.0)
         for m in self.hidden_net:
             if isinstance(m, nn.Linear):
                 nn.init.kaiming_normal_(m.weight, a=self.negative_slope, nonlinearity="leaky_relu")
                 nn.init.zeros_(m.bias)
-        feats = self.hidden_net(self.coords)  # (K, N_L)
+        feats = self.hidden_features()  # (K, N_L)
         # kernel = feats @ W^T with W ~ N(0, s^2): E[kernel^2] = s^2 * mean_k ||feats_k||^2
         energy = feats.pow(2).sum(dim=1).mean().clamp_min(1e-8)
         target_var = self.init_gain**2 / self.fan_in
@@ -118,14 +145,78 @@ class HyperConv(GeneratedConv):
         self.out_layer.weight.mul_(math.sqrt(target_var / actual.item()))
         if self.bias is not None:
             nn.init.zeros_(self.bias)
+        if self.equalize_updates:
+            # hidden MLP, output weight, output bias: equal shares that add in quadrature to a plain
+            # conv's 1 (the three groups' moves are measured to be close to independent)
+            share = 1.0 / math.sqrt(3.0)
+            s_hidden, s_weight, s_bias = self.update_sensitivity()
+            gains = torch.tensor([share / max(s_hidden, 1e-12), share / max(s_weight, 1e-12), share / s_bias])
+            for m in self.hidden_net:
+                if isinstance(m, nn.Linear):
+                    m.weight.div_(gains[0])
+                    m.bias.div_(gains[0])
+            self.out_layer.weight.div_(gains[1])
+            self.out_layer.bias.div_(gains[2])
+            self.param_gains.copy_(gains)
+
+    def update_sensitivity(self, max_columns: int = 256) -> tuple:
+        """How far one sign-like step of each parameter group moves a kernel entry, per unit step.
+
+        Adam's steps move every parameter by about ``lr`` with the sign of its (smoothed) gradient.
+        Where those signs are aligned for a kernel entry ``e`` (the gradient pushes all taps
+        the same way, the common case early in training), a step of ``lr`` on group ``G`` moves
+        ``e`` by ``lr * sum_{p in G} |dK_e / dp|``; this returns the RMS over entries of that sum,
+        ``sqrt(mean_e (sum_p |dK_e/dp|)^2)``, for the hidden MLP, the output weight and the
+        output bias, in the stored (raw) parametrisation. A plain conv's is exactly 1
+        (``dK_e/dw_e = 1``).
+
+        Args:
+            max_columns: kernel columns (input x output channel pairs) sampled for the hidden
+                MLP's term (a fixed, evenly spaced subset; the term is a mean over columns).
+
+        Returns:
+            ``(hidden, out_weight, out_bias)`` sensitivities as floats.
+        """
+        g_h, g_w, g_b = (float(v) for v in self.param_gains)
+        w_eff = (self.out_layer.weight * g_w).detach()  # (C, N_L): C = w0 * w1 kernel columns
+        n_cols = w_eff.shape[0]
+        if n_cols > max_columns:
+            w_eff = w_eff[torch.linspace(0, n_cols - 1, max_columns).long()]
+        params = {n: p.detach() for n, p in self.hidden_net.named_parameters()}
+
+        def feats_of(ps):
+            return self._hidden_forward(self.coords, ps, g_h)
+
+        jac = torch.func.jacrev(feats_of)(params)  # name -> (K, N_L, *param shape)
+        j = torch.cat([v.reshape(v.shape[0], v.shape[1], -1) for v in jac.values()], dim=2)  # (K, N_L, P)
+        # dK_{t,c}/dp = sum_i A_{c,i} dF_{t,i}/dp ; L1 over p, RMS over (t, c)
+        l1 = torch.einsum("ci,kip->kcp", w_eff, j).abs().sum(dim=2)  # (K, C)
+        s_hidden = float(l1.pow(2).mean().sqrt())
+        feats = self.hidden_features().detach()
+        s_weight = g_w * float(feats.abs().sum(dim=1).pow(2).mean().sqrt())
+        return s_hidden, s_weight, g_b
+
+    def _hidden_forward(self, x: torch.Tensor, params: dict, gain: float) -> torch.Tensor:
+        for i, m in enumerate(self.hidden_net):
+            if isinstance(m, nn.Linear):
+                x = F.linear(x, params[f"{i}.weight"] * gain, params[f"{i}.bias"] * gain)
+            else:
+                x = m(x)
+        return x
 
     def hidden_features(self) -> torch.Tensor:
         """Features of the last hidden layer at every kernel tap, shape ``(prod(kernel_size), N_L)``."""
-        return self.hidden_net(self.coords)
+        params = dict(self.hidden_net.named_parameters())
+        return self._hidden_forward(self.coords, params, self.param_gains[0])
+
+    def kernel_columns(self, feats: torch.Tensor = None) -> torch.Tensor:
+        """The hyper-network's output ``(prod(kernel_size), (c_in/groups) * c_out)`` (HWIO columns)."""
+        feats = self.hidden_features() if feats is None else feats
+        return F.linear(feats, self.out_layer.weight * self.param_gains[1], self.out_layer.bias * self.param_gains[2])
 
     def generate_weight(self) -> torch.Tensor:
         # (K, w0*w1) -> (K, w1, w0): the official HWIO layout, i.e. column index = i * c_out + o
-        flat = self.out_layer(self.hidden_features())
+        flat = self.kernel_columns()
         w0, w1 = self.weight_shape[:2]
         k = flat.view(-1, w1, w0)
         return k.permute(2, 1, 0).reshape(self.weight_shape)
@@ -142,7 +233,9 @@ class HyperConv(GeneratedConv):
             raise ValueError(f"target kernel shape {tuple(target.shape)} != weight shape {self.weight_shape}.")
         with torch.no_grad():
             feats = self.hidden_features()  # (K, N_L)
-            design = torch.cat([feats, torch.ones_like(feats[:, :1])], dim=1)  # (K, N_L + 1)
+            g_w, g_b = float(self.param_gains[1]), float(self.param_gains[2])
+            # solve for the stored (raw) output layer: kernel = g_w * feats @ W^T + g_b * b
+            design = torch.cat([feats * g_w, torch.full_like(feats[:, :1], g_b)], dim=1)  # (K, N_L + 1)
             w0, w1 = self.weight_shape[:2]
             # target in the generator's (K, w1 * w0) layout, column = i * w0 + o
             y = target.reshape(w0, w1, -1).permute(2, 1, 0).reshape(-1, w1 * w0)
@@ -155,7 +248,8 @@ class HyperConv(GeneratedConv):
         return super().fit_to_kernel(target, steps=steps, lr=lr)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", n_l={self.n_l}, hidden={self.hidden}"
+        s = super().extra_repr() + f", n_l={self.n_l}, hidden={self.hidden}"
+        return s if self.equalize_updates else s + ", equalize_updates=False"
 
 
 HyperConv1d = dim_variant(HyperConv, 1)
