@@ -49,10 +49,65 @@ def test_config_files_and_metadata():
     fmt = meta["network_data_format"]
     assert fmt["inputs"]["image"]["num_channels"] == 1 and fmt["outputs"]["pred"]["num_channels"] == 1
     train = json.loads((BUNDLE / "configs" / "train.json").read_text())
-    # the paper's settings are the defaults
-    assert train["image_size"] == 256 and train["batch_size"] == 8 and train["learning_rate"] == 1e-4
+    # the default recipe: Dice + CE, foreground-oversampled crops, warm-up + cosine decay
+    assert train["loss"]["_target_"] == "DiceCELoss" and train["train"]["crop"]["_target_"] == "RandCropByPosNegLabeld"
+    assert train["lr_scheduler"]["_target_"] == "monai.optimizers.WarmupCosineSchedule"
+    assert train["image_size"] == 256 and train["batch_size"] == 8 and train["hu_window"] == [-100, 250]
     assert train["network_def"]["kernel_size"] == 5 and train["network_def"]["conv"] == ["hyper", {"n_l": 4}]
-    assert train["network_def"]["dropout"] == 0.5 and train["hu_window"] == [-100, 250]
+    # the papers' recipe stays selectable
+    paper = json.loads((BUNDLE / "configs" / "paper.json").read_text())
+    assert paper["loss"]["_target_"] == "DiceLoss" and paper["learning_rate"] == 1e-4
+    assert paper["network_def#dropout"] == 0.5 and paper["train#crop"]["_target_"] == "Identityd"
+    assert paper["network_def#conv"] == ["hyper", {"n_l": 4, "equalize_updates": False}]
+
+
+def test_paper_recipe_resolves(data, tmp_path):
+    from monai_hyperconv.bundle.testing import load_workflow
+    from monai_hyperconv.layers import HyperConv
+
+    wf = load_workflow(BUNDLE, ["train.json", "paper.json"], "train", dataset_dir=data, bundle_root=tmp_path, **TINY)
+    net = wf.parser.get_parsed_content("network_def")
+    convs = [m for m in net.modules() if isinstance(m, HyperConv)]
+    assert convs and all(not m.equalize_updates for m in convs)
+    assert type(wf.parser.get_parsed_content("loss")).__name__ == "DiceLoss"
+    assert wf.parser.get_parsed_content("optimizer").param_groups[0]["lr"] == 1e-4
+
+
+def test_default_recipe_reduces_loss_on_a_small_lesion():
+    """A few Adam steps of the bundle's loss and network on one batch with a 3x3 lesion lower the loss."""
+    from monai.bundle import ConfigParser
+
+    torch.manual_seed(0)
+    parser = ConfigParser()
+    parser.read_config(BUNDLE / "configs" / "train.json")
+    parser["network_def#channels"] = 8
+    parser["device"] = "$torch.device('cpu')"
+    net = parser.get_parsed_content("network_def")
+    from monai_hyperconv.networks import init_output_layer
+
+    init_output_layer(net, bias=parser["head_bias_init"])
+    loss_fn = parser.get_parsed_content("loss")
+    x = torch.rand(4, 1, 32, 32) * 0.2
+    y = torch.zeros(4, 1, 32, 32)
+    y[0, 0, 10:13, 20:23] = 1  # one small lesion in one slice of four
+    x[y.bool()] += 0.5
+    opt = torch.optim.Adam(net.parameters(), lr=parser["learning_rate"])
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0], losses
+
+
+def test_same_seed_gives_bitwise_identical_weights(trained, data, tmp_path):
+    root, _ = trained
+    run_config(BUNDLE, "train.json", "train", dataset_dir=data, bundle_root=tmp_path, epochs=1, **TINY)
+    a = torch.load(root / "models" / "checkpoint_last.pt", weights_only=False)["network"]
+    b = torch.load(tmp_path / "models" / "checkpoint_last.pt", weights_only=False)["network"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_train_evaluate_infer_end_to_end(trained, data):

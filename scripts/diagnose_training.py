@@ -1,0 +1,277 @@
+"""Why hyper-conv networks stalled, measured: writes docs/training.md (and its figures).
+
+    python scripts/diagnose_training.py                                   # layer/network measurements only
+    python scripts/diagnose_training.py --runs "default seed 0=/tmp/lv0" "paper recipe=/tmp/lvp"
+
+``--runs LABEL=BUNDLE_ROOT`` adds a table of liver-bundle training runs read from each root's
+``eval/training_log.csv`` (best and last validation Dice, final train loss) and copies their
+``training_curves.png`` to ``docs/figures/training/``. Every table states how it was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from monai_hyperconv.bundle.results import atomic_write_text, markdown_table  # noqa: E402
+from monai_hyperconv.layers import AdaptiveConv, HyperConv  # noqa: E402
+from monai_hyperconv.layers.diagnostics import grad_norms_by_group, kernel_step_per_lr  # noqa: E402
+from monai_hyperconv.networks import create_network, init_output_layer  # noqa: E402
+
+
+def step_table(channels: int) -> list:
+    rows = []
+    for k in (3, 5, 7, 9):
+        pad = k // 2
+        plain = kernel_step_per_lr(lambda: nn.Conv2d(channels, channels, k, padding=pad), channels)
+        row = {"kernel": f"{k}x{k}", "plain conv": plain}
+        for n_l in (2, 4, 8):
+            row[f"hyper N_L={n_l} (paper)"] = kernel_step_per_lr(
+                lambda: HyperConv(2, channels, channels, k, padding=pad, n_l=n_l, equalize_updates=False), channels) / plain
+        for n_l in (2, 4, 8):
+            row[f"hyper N_L={n_l} (equalised)"] = kernel_step_per_lr(
+                lambda: HyperConv(2, channels, channels, k, padding=pad, n_l=n_l), channels) / plain
+        row["adaptive"] = kernel_step_per_lr(lambda: AdaptiveConv(2, channels, channels, k, padding=pad), channels) / plain
+        rows.append(row)
+    return rows
+
+
+def init_table() -> list:
+    rows = []
+    for k in (3, 5, 7):
+        torch.manual_seed(k)
+        layer = HyperConv(2, 32, 32, k, padding=k // 2, equalize_updates=False)
+        he = math.sqrt(2.0 / layer.fan_in)
+        with torch.no_grad():
+            # the official code's init: He-normal output layer, no rescale
+            nn.init.kaiming_normal_(layer.out_layer.weight, a=layer.negative_slope, nonlinearity="leaky_relu")
+            official = layer.weight.std().item()
+            layer.reset_parameters()
+            ours = layer.weight.std().item()
+        rows.append({"kernel": f"{k}x{k}", "He std (plain conv)": he, "official init std": official,
+                     "official / He": official / he, "ours / He": ours / he})
+    return rows
+
+
+def _lesion_batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(8, 1, 64, 64, generator=g) * 0.3
+    y = torch.zeros(8, 1, 64, 64)
+    for i in range(0, 8, 2):  # lesions in half the slices, 3-8 pixels across
+        r = int(torch.randint(3, 9, (1,), generator=g))
+        c = int(torch.randint(8, 48, (1,), generator=g))
+        y[i, 0, c:c + r, c:c + r] = 1
+    x = x + 0.4 * y
+    return x, y
+
+
+def network_table(lr: float = 3e-3, steps: int = 5) -> list:
+    """Per HyperConv layer of the demo Hyper-UNet: gradient norms and the kernel's relative move."""
+    from monai.losses import DiceCELoss
+
+    rows = []
+    x, y = _lesion_batch()
+    for label, conv in (("paper", ["hyper", {"n_l": 4, "equalize_updates": False}]), ("equalised", ["hyper", {"n_l": 4}])):
+        torch.manual_seed(0)
+        net = create_network("hyper_unet", spatial_dims=2, in_channels=1, out_channels=1, channels=8, num_pools=3,
+                             kernel_size=5, conv=conv, dropout=0.1, norm="batch")
+        init_output_layer(net, bias=-4.0)
+        layers = [(n, m) for n, m in net.named_modules() if isinstance(m, HyperConv)]
+        loss_fn = DiceCELoss(sigmoid=True, batch=True)
+        loss_fn(net(x), y).backward()
+        grads = {n: grad_norms_by_group(m) for n, m in layers}
+        w0 = {n: m.weight.detach().clone() for n, m in layers}
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        opt.step()
+        for _ in range(steps - 1):
+            opt.zero_grad()
+            loss_fn(net(x), y).backward()
+            opt.step()
+        for n, m in layers:
+            g = grads[n]
+            move = ((m.weight.detach() - w0[n]).norm() / w0[n].norm()).item()
+            rows.append({"parametrisation": label, "layer": n, "kernel": "x".join(map(str, m.kernel_size)),
+                         "|grad| hidden MLP": g.get("hidden", 0.0), "|grad| out weight": g.get("out_weight", 0.0),
+                         "|grad| out bias": g.get("out_bias", 0.0),
+                         f"kernel move after {steps} steps (rel.)": move})
+    torch.manual_seed(0)
+    plain = create_network("unet", spatial_dims=2, in_channels=1, out_channels=1, channels=8, num_pools=3,
+                           kernel_size=5, dropout=0.1, norm="batch")
+    init_output_layer(plain, bias=-4.0)
+    convs = [(n, m) for n, m in plain.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1]
+    w0 = {n: m.weight.detach().clone() for n, m in convs}
+    opt = torch.optim.Adam(plain.parameters(), lr=lr)
+    loss_fn = DiceCELoss(sigmoid=True, batch=True)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(plain(x), y).backward()
+        opt.step()
+    moves = [((m.weight.detach() - w0[n]).norm() / w0[n].norm()).item() for n, m in convs]
+    rows.append({"parametrisation": "plain UNet 5x5 (median over its convs)", "layer": f"{len(convs)} convs", "kernel": "5x5",
+                 f"kernel move after {steps} steps (rel.)": sorted(moves)[len(moves) // 2]})
+    return rows
+
+
+def empty_slice_table(dataset_dir: Path) -> list:
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    meta = json.loads((dataset_dir / "dataset.json").read_text())
+    n_liver = n_lesion = 0
+    for it in meta["training"]:
+        lab = np.asarray(nib.load(str(dataset_dir / it["label"])).dataobj)
+        liver = (lab > 0).any(axis=(0, 1))
+        lesion = (lab > 1.5).any(axis=(0, 1))
+        n_liver += int(liver.sum())
+        n_lesion += int((liver & lesion).sum())
+    return [{"training slices with liver": n_liver, "of which with lesion": n_lesion,
+             "without lesion": n_liver - n_lesion, "fraction without lesion": (n_liver - n_lesion) / max(n_liver, 1)}]
+
+
+def runs_table(runs: list, fig_dir: Path) -> tuple:
+    rows, figs = [], []
+    for spec in runs:
+        label, _, root = spec.partition("=")
+        log = Path(root) / "eval" / "training_log.csv"
+        hist = list(csv.DictReader(open(log)))
+        dice = [float(h["val_mean_dice"]) for h in hist]
+        best = max(dice)
+        rows.append({"run": label, "epochs": len(hist), "best val Dice": best, "best epoch": dice.index(best) + 1,
+                     "last val Dice": dice[-1], "last / best": dice[-1] / best if best > 0 else float("nan"),
+                     "mean of last 5": sum(dice[-5:]) / len(dice[-5:]), "final train loss": float(hist[-1]["train_loss"])})
+        png = Path(root) / "eval" / "training_curves.png"
+        if png.is_file():
+            slug = "".join(ch if ch.isalnum() else "_" for ch in label).strip("_")
+            fig_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(png, fig_dir / f"{slug}.png")
+            figs.append((label, f"figures/training/{slug}.png"))
+    return rows, figs
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", nargs="*", default=[], help="LABEL=BUNDLE_ROOT of liver-bundle training runs to tabulate")
+    ap.add_argument("--dataset-dir", default=str(REPO / "bundles/liver_lesion_segmentation/data/liver_demo"))
+    ap.add_argument("--out", default=str(REPO / "docs" / "training.md"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)  # the measurements are tiny; one thread keeps them exactly repeatable
+    out = Path(args.out)
+    cmd = "python scripts/diagnose_training.py" + "".join(f' "{r}"' if i else f' --runs "{r}"' for i, r in enumerate(args.runs))
+    parts = [
+        "# Training hyper-convolution networks: what went wrong, and the fix",
+        "",
+        f"Generated by `{cmd}`; do not edit by hand. Layer and network measurements are seeded and "
+        "use one CPU thread; run tables read the bundle roots' `eval/training_log.csv`.",
+        "",
+        "## 1. One Adam step moves a generated kernel much further than a plain conv's",
+        "",
+        "RMS change of the kernel entries after 10 Adam steps (lr 1e-4, MSE to a random target, 4 random "
+        "16x16 images), divided by the plain `nn.Conv2d`'s, which moves every entry by `lr` per step (its "
+        "column shows the absolute value per unit `lr * steps`). *paper*: Eq. 3's parametrisation as in the "
+        "official code (`equalize_updates=False`); *equalised*: the package's default since 0.2 (below).",
+        "",
+    ]
+    for c in (8, 32):
+        parts += [f"**{c} -> {c} channels**", "", markdown_table(step_table(c), digits=2), ""]
+    parts += [
+        "With the paper's parametrisation the generated kernel moves 2-12x further per step than a plain "
+        "conv's, more the larger the kernel and N_L, and most at the demo's 8 channels. Two terms add up: "
+        "the output layer's inputs are the hidden features at integer coordinates (up to +-4 for 9x9), whose "
+        "norm grows with N_L and kernel size, so each output-weight step is multiplied by it; and the ~400 "
+        "parameters of the hidden MLP are shared by every (input, output) channel pair, so when their Adam "
+        "steps align they move every tap at once. At the demo's learning rate (3e-3, 30x the paper's 1e-4) "
+        "(section 2) this moves the kernels by a large fraction of their norm within a few steps: the 5x5/7x7 nets were "
+        "effectively trained at a far too large learning rate, which is why they fell back to the all-background "
+        "prediction and why the liver run oscillated. At the paper's 1e-4 behind BatchNorm it is survivable, "
+        "which is why the official code trains.",
+        "",
+        "**The fix (in the block, `HyperConv(equalize_updates=True)`, the default):** the stored parameters "
+        "are scaled, `W_eff = g * W_raw` (the equalised learning rate of Karras et al. 2018), with one gain "
+        "for the hidden MLP, one for the output weight and one for the output bias, kept in the persistent "
+        "buffer `param_gains`. They are set at initialisation from the layer's own Jacobian "
+        "(`HyperConv.update_sensitivity`: RMS over kernel entries of `sum_p |dK_e/dp|`, the move of an entry "
+        "when every parameter of the group steps by `lr` with an aligned sign) so that each group contributes "
+        "`1/sqrt(3)` and the three add up to a plain conv's 1. The function at initialisation and the "
+        "parameter count (Eq. 3) are unchanged; only the optimiser's geometry is. The table shows the "
+        "equalised layer within 1.1-1.5x of a plain conv for every kernel size and N_L "
+        "(`tests/test_layers.py::test_hyperconv_update_size_comparable_to_plain_conv` holds it within 0.5-2x). "
+        "The adaptive conv needs no such scale: its weights are stored per entry.",
+        "",
+        "## 2. Gradients through the hyper-network, layer by layer",
+        "",
+        "The demo Hyper-UNet (8 start channels, 5x5, N_L = 4, BatchNorm, dropout 0.1, output bias -4) on one "
+        "synthetic batch of 8 64x64 slices with small lesions in half of them: gradient norms of each HyperConv's "
+        "parameter groups at initialisation (DiceCE loss), and the relative move of each kernel, "
+        "`||K_5 - K_0|| / ||K_0||`, after 5 Adam steps at the demo's lr 3e-3. Last row: the plain 5x5 UNet of the "
+        "same widths under the same steps.",
+        "",
+        markdown_table(network_table(), digits=4),
+        "",
+        "Gradient norms through the MLP are not the problem (they are small, and Adam normalises them anyway); "
+        "the step each group's Adam update causes in the kernel is. With the paper's parametrisation the kernels "
+        "move by a large fraction of their norm within 5 steps, most in the deep layers, more than the plain UNet's; "
+        "equalised, they move less than the plain UNet's (whose kernels start at PyTorch's default scale, "
+        "below He's, so the same absolute step is a larger relative one).",
+        "",
+        "## 3. The per-layer rescale at initialisation",
+        "",
+        "Standard deviation of the generated kernel at initialisation for 32 -> 32 channels: the official code's "
+        "He-normal output layer without rescale, and ours (rescaled to the He std of a plain conv of the same "
+        "fan-in).",
+        "",
+        markdown_table(init_table(), digits=3),
+        "",
+        "Without the rescale the kernels start 15-35x too large and the network only trains behind BatchNorm; with "
+        "it they start at the He scale, so the rescale is not what stalls training (it is needed; it was not enough).",
+        "",
+    ]
+    ds = Path(args.dataset_dir)
+    parts += ["## 4. Soft Dice on slices without lesion", ""]
+    if (ds / "dataset.json").is_file():
+        parts += [f"Training slices of the liver demo (`{ds.relative_to(REPO) if ds.is_relative_to(REPO) else ds}`, the slices the bundle trains on: those that contain liver):", "",
+                  markdown_table(empty_slice_table(ds), digits=3), ""]
+    parts += [
+        "Most training slices contain no lesion. The papers' loss is soft Dice over the batch: a batch with few "
+        "lesion pixels gives a loss near 1 whatever is predicted outside them, and a batch of empty slices gives "
+        "almost no gradient, so its value jumps between batches (train loss ~1.0 for many epochs in the old demo). "
+        "The default recipe adds cross-entropy (`DiceCELoss`), which gives every pixel a gradient, and "
+        "`RandCropByPosNegLabeld` crops centred on lesion half of the time, so every batch sees lesion. The -4 "
+        "output prior (sigmoid = 0.018) stays: with CE it is the standard rare-class prior (RetinaNet's); with soft "
+        "Dice alone, starting near 'no lesion' everywhere meant a flat loss. Dropout in every block at 8 channels "
+        "(the paper's 0.5) removes half of a layer's 8 features at each step, a large extra noise for narrow nets; the "
+        "default keeps 0.1, as the old demo did. BatchNorm stays: the official nets need it, and the demo batch "
+        "(8 slices x 2 crops) is large enough for its statistics.",
+        "",
+        "## 5. The default recipe and the papers' recipe",
+        "",
+        "Segmentation bundles now default to: Dice + cross-entropy, foreground-oversampled crops (2 per slice, "
+        "2/3 of the slice size), Adam with a 3-epoch linear warm-up from 0.1x and cosine decay to 0, and the "
+        "equalised hyper-conv. `configs/paper.json` restores the papers' recipe: soft Dice over the batch on "
+        "full slices, constant Adam 1e-4, dropout 0.5 in every block, the official parametrisation.",
+        "",
+    ]
+    if args.runs:
+        rows, figs = runs_table(args.runs, out.parent / "figures" / "training")
+        parts += ["## 6. Training runs", "", "Liver demo (`bash scripts/run_demo.sh` settings: 96x96 slices, "
+                  "8 start channels, 25 epochs), validation Dice of the 2 validation volumes per epoch:", "",
+                  markdown_table(rows, digits=3), ""]
+        parts += [f"![{label}]({path})\n" for label, path in figs]
+    atomic_write_text(out, "\n".join(parts) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
