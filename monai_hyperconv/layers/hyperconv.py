@@ -187,11 +187,17 @@ class HyperConv(GeneratedConv):
         def feats_of(ps):
             return self._hidden_forward(self.coords, ps, g_h)
 
-        jac = torch.func.jacrev(feats_of)(params)  # name -> (K, N_L, *param shape)
+        # forward mode: ~400 parameters but K * N_L outputs (K up to thousands of taps in 3-D)
+        jac = torch.func.jacfwd(feats_of)(params)  # name -> (K, N_L, *param shape)
         j = torch.cat([v.reshape(v.shape[0], v.shape[1], -1) for v in jac.values()], dim=2)  # (K, N_L, P)
         # dK_{t,c}/dp = sum_i A_{c,i} dF_{t,i}/dp ; L1 over p, RMS over (t, c)
-        l1 = torch.einsum("ci,kip->kcp", w_eff, j).abs().sum(dim=2)  # (K, C)
-        s_hidden = float(l1.pow(2).mean().sqrt())
+        # in chunks of taps, so large (3-D) kernels never hold a K x C x P tensor at once
+        chunk = max(1, 4_000_000 // max(1, w_eff.shape[0] * j.shape[2]))
+        sq = 0.0
+        for t in range(0, j.shape[0], chunk):
+            l1 = torch.einsum("ci,kip->kcp", w_eff, j[t : t + chunk]).abs().sum(dim=2)  # (chunk, C)
+            sq += float(l1.pow(2).sum())
+        s_hidden = math.sqrt(sq / (j.shape[0] * w_eff.shape[0]))
         feats = self.hidden_features().detach()
         s_weight = g_w * float(feats.abs().sum(dim=1).pow(2).mean().sqrt())
         return s_hidden, s_weight, g_b
