@@ -75,50 +75,49 @@ def _lesion_batch(seed: int = 0):
     return x, y
 
 
-def network_table(lr: float = 3e-3, steps: int = 5) -> list:
-    """Per HyperConv layer of the demo Hyper-UNet: gradient norms and the kernel's relative move."""
+def _adam_moves(net: nn.Module, layers: list, x, y, lr: float, steps: int) -> tuple:
+    """Adam steps of DiceCE on one batch; returns the first step's gradient norms and each kernel's move."""
     from monai.losses import DiceCELoss
 
+    loss_fn = DiceCELoss(sigmoid=True, batch=True)
+    w0 = {n: m.weight.detach().clone() for n, m in layers}
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    grads = {}
+    for i in range(steps):
+        opt.zero_grad()
+        loss_fn(net(x), y).backward()
+        if i == 0:
+            grads = {n: grad_norms_by_group(m) for n, m in layers if isinstance(m, HyperConv)}
+        opt.step()
+    moves = {n: ((m.weight.detach() - w0[n]).norm() / w0[n].norm()).item() for n, m in layers}
+    return grads, moves
+
+
+def network_table(lr: float = 3e-3, steps: int = 5) -> list:
+    """Per HyperConv layer of the demo Hyper-UNet: gradient norms and the kernel's relative move."""
     rows = []
     x, y = _lesion_batch()
+    move_col = f"kernel move after {steps} steps (rel.)"
     for label, conv in (("paper", ["hyper", {"n_l": 4, "equalize_updates": False}]), ("equalised", ["hyper", {"n_l": 4}])):
         torch.manual_seed(0)
         net = create_network("hyper_unet", spatial_dims=2, in_channels=1, out_channels=1, channels=8, num_pools=3,
                              kernel_size=5, conv=conv, dropout=0.1, norm="batch")
         init_output_layer(net, bias=-4.0)
         layers = [(n, m) for n, m in net.named_modules() if isinstance(m, HyperConv)]
-        loss_fn = DiceCELoss(sigmoid=True, batch=True)
-        loss_fn(net(x), y).backward()
-        grads = {n: grad_norms_by_group(m) for n, m in layers}
-        w0 = {n: m.weight.detach().clone() for n, m in layers}
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
-        opt.step()
-        for _ in range(steps - 1):
-            opt.zero_grad()
-            loss_fn(net(x), y).backward()
-            opt.step()
+        grads, moves = _adam_moves(net, layers, x, y, lr, steps)
         for n, m in layers:
             g = grads[n]
-            move = ((m.weight.detach() - w0[n]).norm() / w0[n].norm()).item()
             rows.append({"parametrisation": label, "layer": n, "kernel": "x".join(map(str, m.kernel_size)),
                          "|grad| hidden MLP": g.get("hidden", 0.0), "|grad| out weight": g.get("out_weight", 0.0),
-                         "|grad| out bias": g.get("out_bias", 0.0),
-                         f"kernel move after {steps} steps (rel.)": move})
+                         "|grad| out bias": g.get("out_bias", 0.0), move_col: moves[n]})
     torch.manual_seed(0)
     plain = create_network("unet", spatial_dims=2, in_channels=1, out_channels=1, channels=8, num_pools=3,
                            kernel_size=5, dropout=0.1, norm="batch")
     init_output_layer(plain, bias=-4.0)
     convs = [(n, m) for n, m in plain.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1]
-    w0 = {n: m.weight.detach().clone() for n, m in convs}
-    opt = torch.optim.Adam(plain.parameters(), lr=lr)
-    loss_fn = DiceCELoss(sigmoid=True, batch=True)
-    for _ in range(steps):
-        opt.zero_grad()
-        loss_fn(plain(x), y).backward()
-        opt.step()
-    moves = [((m.weight.detach() - w0[n]).norm() / w0[n].norm()).item() for n, m in convs]
+    moves = sorted(_adam_moves(plain, convs, x, y, lr, steps)[1].values())
     rows.append({"parametrisation": "plain UNet 5x5 (median over its convs)", "layer": f"{len(convs)} convs", "kernel": "5x5",
-                 f"kernel move after {steps} steps (rel.)": sorted(moves)[len(moves) // 2]})
+                 move_col: moves[len(moves) // 2]})
     return rows
 
 

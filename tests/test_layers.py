@@ -438,3 +438,16 @@ def test_hyperconv_param_gains_travel_with_the_state_dict():
     assert "param_gains" in a.state_dict()
     b.load_state_dict(a.state_dict())
     assert torch.equal(a.weight, b.weight)
+
+
+def test_grad_norms_by_group_sums_each_group():
+    from monai_hyperconv.layers.diagnostics import grad_norms_by_group
+
+    layer = HyperConv(2, 3, 4, kernel_size=3, padding=1)
+    layer(torch.randn(2, 3, 8, 8)).pow(2).mean().backward()
+    g = grad_norms_by_group(layer)
+    assert set(g) == {"hidden", "out_weight", "out_bias", "bias"}
+    hidden = torch.cat([p.grad.flatten() for p in layer.hidden_net.parameters()]).norm().item()
+    assert g["hidden"] == pytest.approx(hidden, rel=1e-5)
+    assert g["out_weight"] == pytest.approx(layer.out_layer.weight.grad.norm().item(), rel=1e-5)
+    assert g["bias"] == pytest.approx(layer.bias.grad.norm().item(), rel=1e-5)

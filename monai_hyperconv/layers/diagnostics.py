@@ -58,7 +58,7 @@ def kernel_step_per_lr(
 
 
 def grad_norms_by_group(layer: GeneratedConv) -> Dict[str, float]:
-    """L2 norms of the current gradients of a generated conv: per parameter group and of its kernel.
+    """L2 norms of the current gradients of a generated conv's parameters, per parameter group.
 
     Groups for a :class:`~monai_hyperconv.layers.HyperConv`: ``hidden`` (the MLP before the
     output layer), ``out_weight``, ``out_bias``, ``bias``; other layers report every parameter.

@@ -52,8 +52,8 @@ class HyperConv(GeneratedConv):
     parameters in a scaled form, ``W_eff = g * W_raw`` (as the "equalised learning rate" of
     Karras et al. 2018), with three constant gains in the persistent buffer ``param_gains``
     (hidden MLP, output weight, output bias) chosen at initialisation so that each group moves
-    the kernel by at most ``lr / 3`` RMS per sign-aligned Adam step, i.e. the whole kernel moves
-    by at most ``lr`` as a plain conv's does (:meth:`update_sensitivity`). The forward function, the
+    the kernel by ``lr / sqrt(3)`` RMS per sign-aligned Adam step; the three moves add up in
+    quadrature to ``lr``, a plain conv's (:meth:`update_sensitivity`). The forward function, the
     parameter count (Eq. 3) and the initial kernel are unchanged; only the optimiser's
     geometry is. ``equalize_updates=False`` restores the paper's parametrisation (gains 1).
 
@@ -125,7 +125,7 @@ class HyperConv(GeneratedConv):
         """He-normal hidden layers; output layer scaled so Var(kernel) = init_gain^2 / fan_in.
 
         With ``equalize_updates`` the gains in ``param_gains`` are then chosen so that each
-        parameter group has update sensitivity ``1/3`` (see :meth:`update_sensitivity`),
+        parameter group has update sensitivity ``1/sqrt(3)`` (see :meth:`update_sensitivity`),
         and the stored parameters are divided by them: the initial kernel does not change.
         """
         self.param_gains.fill_(1.0)
@@ -215,10 +215,9 @@ class HyperConv(GeneratedConv):
         params = dict(self.hidden_net.named_parameters())
         return self._hidden_forward(self.coords, params, self.param_gains[0])
 
-    def kernel_columns(self, feats: torch.Tensor = None) -> torch.Tensor:
+    def kernel_columns(self) -> torch.Tensor:
         """The hyper-network's output ``(prod(kernel_size), (c_in/groups) * c_out)`` (HWIO columns)."""
-        feats = self.hidden_features() if feats is None else feats
-        return F.linear(feats, self.out_layer.weight * self.param_gains[1], self.out_layer.bias * self.param_gains[2])
+        return F.linear(self.hidden_features(), self.out_layer.weight * self.param_gains[1], self.out_layer.bias * self.param_gains[2])
 
     def generate_weight(self) -> torch.Tensor:
         # (K, w0*w1) -> (K, w1, w0): the official HWIO layout, i.e. column index = i * c_out + o
