@@ -19,8 +19,8 @@ from typing import Any
 
 from .report import fmt_pm
 
-__all__ = ["add_common_args", "grid_settings", "by_algorithm", "pm", "command_line", "paper_table", "noise_curves",
-           "write_summary"]
+__all__ = ["add_common_args", "grid_settings", "by_algorithm", "run_seeds", "across_seeds", "pm", "command_line",
+           "paper_table", "noise_curves", "write_summary"]
 
 
 def add_common_args(p: argparse.ArgumentParser, default_out: str, epochs: int, folds: int) -> None:
@@ -69,6 +69,48 @@ def grid_settings(args: argparse.Namespace, task_demo: str, demo_overrides: Mapp
 def by_algorithm(result: Mapping[str, Any]) -> dict[str, dict]:
     """Leaderboard rows of a ``run_comparison`` result keyed by algorithm text."""
     return {a["algorithm"]: a for a in result["leaderboard"]}
+
+
+def run_seeds(task: str, algorithms: Sequence[str], seeds: Sequence[int], **kw: Any) -> dict[int, dict[str, Any]]:
+    """``run_comparison`` once per seed, each into ``<output_dir>/seed<k>`` (each resumable on its own).
+
+    The seed changes initialisation, sampling and augmentation; with one fold (``folds=1``) the
+    split is the data list's, the same for every seed.
+
+    Returns:
+        ``{seed: run_comparison result}``.
+    """
+    from .runner import run_comparison
+
+    if not seeds:
+        raise ValueError("seeds: give at least one seed.")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: {list(seeds)} repeats a seed.")
+    base = Path(kw.pop("output_dir"))
+    return {int(s): run_comparison(task, algorithms, output_dir=str(base / f"seed{s}"), **{**kw, "seed": int(s)})
+            for s in seeds}
+
+
+def across_seeds(per_seed: Mapping[int, Mapping[str, Any]], algorithm: str,
+                 fields: Sequence[str] = ("test_metric", "train_metric")) -> dict[str, Any]:
+    """One algorithm's leaderboard values over seeds: each seed's fold mean, then mean and sample std
+    over the seeds (std None for one seed), and the per-seed values (None where the cell failed).
+
+    Returns:
+        ``{"seeds": [...], "<field>_per_seed": [...], "<field>_mean": ..., "<field>_std": ..., "params", "receptive_field"}``.
+    """
+    rows = {s: by_algorithm(r).get(algorithm) for s, r in per_seed.items()}
+    out: dict[str, Any] = {"seeds": list(rows)}
+    for f in fields:
+        vals = [None if r is None else r.get(f"{f}_mean") for r in rows.values()]
+        ok = [float(v) for v in vals if v is not None]
+        out[f"{f}_per_seed"] = vals
+        out[f"{f}_mean"] = statistics.fmean(ok) if ok else None
+        out[f"{f}_std"] = statistics.stdev(ok) if len(ok) > 1 else None
+    first = next((r for r in rows.values() if r is not None), None) or {}
+    out["params"] = first.get("params_mean")
+    out["receptive_field"] = first.get("receptive_field")
+    return out
 
 
 def noise_curves(results: Sequence[Mapping[str, Any]], algorithms: Mapping[str, str],

@@ -1,29 +1,31 @@
-"""Tables 2/4 of paper 001: Hyper-UNet kernel size {3, 5, 7} x hyper-network capacity N_L {2, 4, 8}.
+"""Tables 2/4 of Ma et al. 2022 (hyper-convolutions via implicit kernels): Hyper-UNet kernel size {3, 5, 7} x hyper-network capacity N_L {2, 4, 8}.
 
 The nine Hyper-UNets are one comparison (``monai_hyperconv.compare``) with the liver bundle's
 recipe (``--dataset ms``: Hyper-MB-UNets with the MS bundle's); the result is a heat-map of test
 Dice (PNG) and a table next to the paper's numbers.
 
-    python scripts/experiments/kernel_grid.py            # demo scale
+    python scripts/experiments/kernel_grid.py            # demo scale, seeds 0 1 2, one fold
     python scripts/experiments/kernel_grid.py --smoke    # seconds
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from monai_hyperconv.bundle import write_csv
 from monai_hyperconv.compare import experiment_report, run_comparison
-from monai_hyperconv.compare.experiments import add_common_args, by_algorithm, command_line, grid_settings, pm, write_summary
+from monai_hyperconv.compare.experiments import add_common_args, across_seeds, command_line, grid_settings, run_seeds, write_summary
+from monai_hyperconv.compare.report import fmt_pm
 from monai_hyperconv.utils import atomic_write
 
 NAME = "kernel_grid"
 DEFAULT_OUT = f"outputs/experiments/{NAME}"
 KERNELS, NLS = (3, 5, 7), (2, 4, 8)
-# paper 001 Table 2 (liver) and Table 4 (MS): test Dice per (kernel, N_L)
+# Ma et al. 2022 Table 2 (liver) and Table 4 (MS): test Dice per (kernel, N_L)
 PAPER = {
     "liver": {(3, 2): 0.604, (3, 4): 0.627, (3, 8): 0.648, (5, 2): 0.692, (5, 4): 0.728, (5, 8): 0.705,
               (7, 2): 0.683, (7, 4): 0.704, (7, 8): 0.717},
@@ -68,75 +70,98 @@ def heatmap(values: dict, title: str, path: Path) -> str:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_common_args(p, DEFAULT_OUT, epochs=15, folds=2)
+    add_common_args(p, DEFAULT_OUT, epochs=15, folds=1)
     p.add_argument("--dataset", choices=["liver", "ms"], default="liver")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                   help="one comparison per seed (default 0 1 2; --smoke: the first only)")
     return p.parse_args(argv)
+
+
+# a cell "left the all-background start" when its final training Dice exceeds this
+LEARNT = 0.1
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     args = parse_args(argv)
     net, bundle, demo, demo_ov, smoke_ov, smoke_size = SETUP[args.dataset]
     kw = grid_settings(args, demo, demo_ov, smoke_ov, smoke_size=smoke_size)
+    seeds = args.seeds[:1] if args.smoke else args.seeds
     algos = [algorithm(net, k, n) for k in KERNELS for n in NLS]
-    res = run_comparison("segmentation", algos, bundle=bundle, noise={}, **kw)
-    lb = by_algorithm(res)
+    per_seed = run_seeds("segmentation", algos, seeds, bundle=bundle, noise={}, **kw)
     out = Path(args.out)
     rows, ours = [], {}
     for k in KERNELS:
         for n in NLS:
-            a = lb.get(algorithm(net, k, n))
-            ours[(k, n)] = None if a is None else a.get("test_metric_mean")
+            a = across_seeds(per_seed, algorithm(net, k, n))
+            ours[(k, n)] = a["test_metric_mean"]
+            train = a["train_metric_per_seed"]
             rows.append({"kernel_size": k, "n_l": n, "paper_test_dice": PAPER[args.dataset][(k, n)],
-                         "test_dice_mean": ours[(k, n)], "test_dice_std": None if a is None else a.get("test_metric_std"),
-                         "train_dice_mean": None if a is None else a.get("train_metric_mean"),
-                         "params": None if a is None else a.get("params_mean"),
-                         "receptive_field": None if a is None else a.get("receptive_field")})
+                         "test_dice_mean": a["test_metric_mean"], "test_dice_std": a["test_metric_std"],
+                         "train_dice_mean": a["train_metric_mean"], "train_dice_min": min((t for t in train if t is not None), default=None),
+                         "seeds": len(seeds), "seeds_learnt": sum(t is not None and t > LEARNT for t in train),
+                         "test_dice_per_seed": " ".join("n/a" if v is None else f"{v:.3f}" for v in a["test_metric_per_seed"]),
+                         "params": a["params"], "receptive_field": a["receptive_field"]})
     csv_path = write_csv(rows, out / "kernel_grid.csv")
-    lines = ["| kernel, N_L | paper test Dice | ours test Dice | ours train Dice | ours params | receptive field |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| kernel, N_L | paper test Dice | ours test Dice (mean ± std over seeds) | per seed | ours train Dice | "
+             f"seeds with train Dice > {LEARNT} | ours params | receptive field |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        a = lb.get(algorithm(net, r["kernel_size"], r["n_l"]))
         lines.append(f"| {r['kernel_size']}x{r['kernel_size']}, {r['n_l']} | {r['paper_test_dice']:.3f} | "
-                     f"{pm(a, 'test_metric')} | {pm(a, 'train_metric')} | "
+                     f"{fmt_pm(r['test_dice_mean'], r['test_dice_std'])} | {r['test_dice_per_seed']} | "
+                     f"{fmt_pm(r['train_dice_mean'], None)} | {r['seeds_learnt']} of {r['seeds']} | "
                      f"{'n/a' if r['params'] is None else int(r['params'])} | {r['receptive_field'] or 'n/a'} |")
     md_path = atomic_write(out / "kernel_grid.md", lambda p: Path(p).write_text("\n".join(lines) + "\n"))
     fig_ours = heatmap({k: v for k, v in ours.items() if v is not None},
-                       f"ours ({args.dataset}, test Dice)", out / "kernel_grid_ours.png")
-    fig_paper = heatmap(PAPER[args.dataset], f"paper 001 ({args.dataset}, test Dice)", out / "kernel_grid_paper.png")
-    done = {kn: v for kn, v in ours.items() if v is not None}
-    paper_best = max(PAPER[args.dataset], key=PAPER[args.dataset].get)
-    if done:
-        best = max(done, key=done.get)
-        by_k = {k: sum(done[(k, n)] for n in NLS if (k, n) in done) / max(1, sum((k, n) in done for n in NLS))
-                for k in KERNELS}
-        stds = [r["test_dice_std"] for r in rows if r["test_dice_std"] is not None]
-        collapsed = [(r["kernel_size"], r["n_l"]) for r in rows if r["train_dice_mean"] == 0.0]
-        spread = max(done.values()) - min(done.values())
-        para = (f"Paper 001 ({'Table 2' if args.dataset == 'liver' else 'Table 4'}) finds the best test Dice at "
-                f"{paper_best[0]}x{paper_best[0]}, N_L={paper_best[1]} ({PAPER[args.dataset][paper_best]:.3f}) and "
-                f"that 5x5 and 7x7 implicit kernels beat 3x3. On the demo data we measure the best cell at "
-                f"{best[0]}x{best[0]}, N_L={best[1]} ({done[best]:.3f}); mean test Dice per kernel size "
-                + ", ".join(f"{k}x{k} {v:.3f}" for k, v in by_k.items())
-                + f". The spread across the nine cells is {spread:.3f}"
-                + ((f", {'below' if spread < sum(stds) / len(stds) else 'above'} the typical fold-to-fold standard "
-                    f"deviation ({sum(stds) / len(stds):.3f}).") if stds else " (one fold per cell: no spread estimate).")
-                + (f" {len(collapsed)} of {len(done)} cells never left the all-background start (train Dice 0: "
-                   + ", ".join(f"{k}x{k}/N_L={n}" for k, n in collapsed)
-                   + "), so at this budget the grid reflects which runs started learning, not the kernel size or N_L."
-                   if collapsed else "")
-                + " Parameter counts do not depend on the kernel size (Eq. 3), as in the paper.")
-    else:
-        para = "Every cell failed; see the leaderboard."
+                       f"ours ({args.dataset}, test Dice, mean of {len(seeds)} seed{'s' * (len(seeds) > 1)})",
+                       out / "kernel_grid_ours.png")
+    fig_paper = heatmap(PAPER[args.dataset], f"paper: Ma et al. 2022 ({args.dataset}, test Dice)", out / "kernel_grid_paper.png")
+    para = paragraph(args.dataset, rows, len(seeds))
     scale = ("smoke: tiny generated volumes, 1 iteration per cell" if args.smoke else
-             f"{'demo data' if args.data is None else args.data} ({args.dataset}); {args.folds} folds x "
-             f"{args.epochs} epochs per cell; " + ("96x96 slices, 8 start channels (the bundle's demo.json)" if args.dataset == "liver"
-                                                  else "96x96 slices, 16 start channels") + "; CPU")
-    report = experiment_report(NAME, "Kernel size x N_L grid", "paper 001 Tables 2/4",
+             f"{'demo data' if args.data is None else args.data} ({args.dataset}); seeds {' '.join(map(str, seeds))}; "
+             f"{args.folds} fold{'s' * (args.folds > 1)} x {args.epochs} epochs per cell; "
+             + ("96x96 slices, 8 start channels (the bundle's demo.json)" if args.dataset == "liver"
+                else "96x96 slices, 16 start channels") + "; CPU")
+    report = experiment_report(NAME, "Kernel size x N_L grid", "Ma et al. 2022, Tables 2/4",
                                command_line("scripts/experiments/kernel_grid.py", argv), scale, para,
                                tables=[md_path], figures=[fig_ours, fig_paper],
                                numbers={"rows": rows}, out_dir=out)
     write_summary(NAME, out, args, report, csv=csv_path)
-    return {"rows": rows, "report": report, "result": res}
+    return {"rows": rows, "report": report, "result": per_seed}
+
+
+def paragraph(dataset: str, rows: Sequence[dict], n_seeds: int) -> str:
+    """The results paragraph, built from the measured rows against the paper's Table 2/4."""
+    done = {(r["kernel_size"], r["n_l"]): r for r in rows if r["test_dice_mean"] is not None}
+    if not done:
+        return "Every cell failed; see the leaderboards."
+    paper = PAPER[dataset]
+    paper_best = max(paper, key=paper.get)
+    best = max(done, key=lambda kn: done[kn]["test_dice_mean"])
+    by_k = {k: statistics.fmean(done[(k, n)]["test_dice_mean"] for n in NLS if (k, n) in done)
+            for k in KERNELS if any((k, n) in done for n in NLS)}
+    stds = [r["test_dice_std"] for r in done.values() if r["test_dice_std"] is not None]
+    stuck = [kn for kn, r in done.items() if r["seeds_learnt"] < r["seeds"]]
+    text = (f"Ma et al. 2022 ({'Table 2' if dataset == 'liver' else 'Table 4'}) find the best test Dice at "
+            f"{paper_best[0]}x{paper_best[0]}, N_L={paper_best[1]} ({paper[paper_best]:.3f}) and that 5x5 and 7x7 "
+            f"implicit kernels beat 3x3. On the demo data ({n_seeds} seed{'s' * (n_seeds > 1)} per cell) the best "
+            f"cell is {best[0]}x{best[0]}, N_L={best[1]} ({fmt_pm(done[best]['test_dice_mean'], done[best]['test_dice_std'])}); "
+            "mean test Dice per kernel size " + ", ".join(f"{k}x{k} {v:.3f}" for k, v in by_k.items()) + ". ")
+    vals = [r["test_dice_mean"] for r in done.values()]
+    spread = max(vals) - min(vals)
+    if stds:
+        typical = statistics.fmean(stds)
+        text += (f"The spread across the cells ({spread:.3f}) is {'below' if spread < 2 * typical else 'above'} twice "
+                 f"the typical seed-to-seed standard deviation ({typical:.3f}), so "
+                 + ("the grid does not separate kernel sizes or N_L at this budget. " if spread < 2 * typical else
+                    "the differences between cells are larger than seed noise (no paired test yet). "))
+    else:
+        text += f"The spread across the cells is {spread:.3f} (one seed: no spread estimate). "
+    if stuck:
+        text += (f"{len(stuck)} of {len(done)} cells stayed at the all-background start (train Dice <= {LEARNT}) in at "
+                 "least one seed: " + ", ".join(f"{k}x{k}/N_L={n} ({done[(k, n)]['seeds_learnt']} of "
+                                                f"{done[(k, n)]['seeds']} seeds learnt)" for k, n in stuck) + ". ")
+    else:
+        text += f"Every cell left the all-background start (train Dice > {LEARNT}) in every seed. "
+    return text + "Parameter counts do not depend on the kernel size (Eq. 3), as in the paper."
 
 
 if __name__ == "__main__":

@@ -1,0 +1,37 @@
+"""Seeds in the experiment plumbing: one comparison per seed, aggregated per algorithm."""
+
+import statistics
+
+import pytest
+
+from monai_hyperconv.compare.experiments import across_seeds, run_seeds
+
+
+def _res(rows):
+    return {"leaderboard": [{"algorithm": a, **v} for a, v in rows.items()]}
+
+
+def test_across_seeds_mean_std_and_missing():
+    per_seed = {
+        0: _res({"a": {"test_metric_mean": 0.5, "train_metric_mean": 0.6, "params_mean": 10, "receptive_field": "68"}}),
+        1: _res({"a": {"test_metric_mean": 0.7, "train_metric_mean": 0.0, "params_mean": 10, "receptive_field": "68"}}),
+        2: _res({}),  # the cell failed in this seed
+    }
+    a = across_seeds(per_seed, "a")
+    assert a["seeds"] == [0, 1, 2]
+    assert a["test_metric_per_seed"] == [0.5, 0.7, None]
+    assert a["test_metric_mean"] == pytest.approx(0.6)
+    assert a["test_metric_std"] == pytest.approx(statistics.stdev([0.5, 0.7]))
+    assert a["train_metric_per_seed"] == [0.6, 0.0, None]
+    assert a["params"] == 10 and a["receptive_field"] == "68"
+    b = across_seeds({0: _res({"a": {"test_metric_mean": 0.4}})}, "a")
+    assert b["test_metric_mean"] == 0.4 and b["test_metric_std"] is None
+    none = across_seeds(per_seed, "missing")
+    assert none["test_metric_mean"] is None and none["params"] is None
+
+
+def test_run_seeds_rejects_bad_seed_lists(tmp_path):
+    with pytest.raises(ValueError, match="at least one seed"):
+        run_seeds("segmentation", ["unet"], [], output_dir=tmp_path)
+    with pytest.raises(ValueError, match="repeats a seed"):
+        run_seeds("segmentation", ["unet"], [1, 1], output_dir=tmp_path)
