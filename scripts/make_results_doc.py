@@ -8,6 +8,10 @@ command, the scale it ran at, the table(s), the figure(s) and the comparison wit
 
     python scripts/make_results_doc.py                                  # outputs/experiments -> docs/results.md
     python scripts/make_results_doc.py --experiments DIR --out docs/results.md
+    python scripts/make_results_doc.py --update --stale "noise_robustness=REASON"   # only the sections found
+
+``--update`` regenerates the sections of the experiments found and keeps the others as they are
+(with ``--stale NAME=REASON``, a note under a kept section says it was not re-run and why).
 """
 
 from __future__ import annotations
@@ -68,23 +72,52 @@ def build(experiments_dir: Path, out: Path, skipped: Optional[list] = None) -> s
         short = r["scale"].split(";")[0]  # the data set; the full scale is in the section
         lines.append(f"| [{r['title']}](#{_anchor(r['title'])}) | {r['papers']} | {short} |")
     for r in reports:
-        lines += ["", f"## {r['title']}", "", f"*{r['papers']}*", "", "```bash", r["command"], "```", "",
-                  f"Scale: {r['scale']}.", "", r["paragraph"], ""]
-        for t in r["tables"]:
-            lines += [_demote(Path(t).read_text(encoding="utf-8")), ""]
-        dest = fig_root / r["name"]
-        for f in r["figures"]:
-            src = Path(f)
-            if not src.is_file():
-                if skipped is not None:
-                    skipped.append(str(src))
-                continue
-            dest.mkdir(parents=True, exist_ok=True)
-            target = dest / src.name
-            atomic_write(target, lambda p, src=src: shutil.copyfile(src, p))
-            rel = os.path.relpath(target, out.parent)
-            lines += [f"![{r['name']}: {src.stem}]({rel})", ""]
+        lines += [""] + _section(r, fig_root, out, skipped)
     text = "\n".join(lines).rstrip() + "\n"
+    atomic_write(out, lambda p: Path(p).write_text(text, encoding="utf-8"))
+    return text
+
+
+def _section(r: dict, fig_root: Path, out: Path, skipped: Optional[list]) -> list:
+    """One experiment's section (heading, command, scale, paragraph, tables, figures); copies its figures."""
+    from monai_hyperconv.utils import atomic_write
+
+    lines = [f"## {r['title']}", "", f"*{r['papers']}*", "", "```bash", r["command"], "```", "",
+             f"Scale: {r['scale']}.", "", r["paragraph"], ""]
+    for t in r["tables"]:
+        lines += [_demote(Path(t).read_text(encoding="utf-8")), ""]
+    dest = fig_root / r["name"]
+    for f in r["figures"]:
+        src = Path(f)
+        if not src.is_file():
+            if skipped is not None:
+                skipped.append(str(src))
+            continue
+        dest.mkdir(parents=True, exist_ok=True)
+        target = dest / src.name
+        atomic_write(target, lambda p, src=src: shutil.copyfile(src, p))
+        rel = os.path.relpath(target, out.parent)
+        lines += [f"![{r['name']}: {src.stem}]({rel})", ""]
+    return lines
+
+
+def update(experiments_dir: Path, out: Path, stale: dict, skipped: Optional[list] = None) -> str:
+    """Regenerate only the sections of the experiments in ``experiments_dir``; keep the rest of ``out``
+    verbatim, with a "not re-run" note under the sections named in ``stale`` (name -> reason)."""
+    from monai_hyperconv.compare import read_report
+    from monai_hyperconv.compare.report import replace_sections
+    from monai_hyperconv.utils import atomic_write
+
+    if not out.is_file():
+        raise FileNotFoundError(f"{out}: no document to update; build it first (without --update).")
+    summaries = sorted(experiments_dir.glob("*/summary.json"))
+    if not summaries:
+        raise FileNotFoundError(f"{experiments_dir}: no <experiment>/summary.json; run scripts/experiments/*.py first.")
+    new = {}
+    for p in summaries:
+        r = read_report(p)
+        new[r["title"]] = "\n".join(_section(r, out.parent / "figures", out, skipped)).rstrip() + "\n"
+    text = replace_sections(out.read_text(encoding="utf-8"), new, stale)
     atomic_write(out, lambda p: Path(p).write_text(text, encoding="utf-8"))
     return text
 
@@ -97,10 +130,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--experiments", default=str(ROOT / "outputs" / "experiments"), help="experiments output folder")
     p.add_argument("--out", default=str(ROOT / "docs" / "results.md"), help="the document to write")
+    p.add_argument("--update", action="store_true",
+                   help="replace only the sections of the experiments found in --experiments; keep the others")
+    p.add_argument("--stale", nargs="*", default=[], metavar="NAME=REASON",
+                   help="with --update: mark the kept section of experiment NAME as not re-run, with the reason")
     args = p.parse_args(argv)
     skipped: list = []
+    stale = {}
+    for item in args.stale:
+        name, eq, reason = item.partition("=")
+        if not eq or not reason.strip():
+            print(f"error: --stale {item!r}: expected NAME=REASON", file=sys.stderr)
+            return 2
+        stale[name] = reason.strip()
+    if stale and not args.update:
+        print("error: --stale needs --update", file=sys.stderr)
+        return 2
     try:
-        build(Path(args.experiments), Path(args.out), skipped)
+        if args.update:
+            update(Path(args.experiments), Path(args.out), stale, skipped)
+        else:
+            build(Path(args.experiments), Path(args.out), skipped)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

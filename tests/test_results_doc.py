@@ -71,3 +71,22 @@ def test_bad_inputs_name_the_file(tmp_path):
     assert mod.main(["--experiments", str(tmp_path), "--out", str(tmp_path / "r.md")]) == 2
     with pytest.raises(ValueError, match="'paragraph'"):
         experiment_report("x", "t", "p", "cmd", "scale", "   ")
+
+
+def test_replace_sections_keeps_others_and_marks_stale():
+    from monai_hyperconv.compare.report import STALE_MARK, replace_sections
+
+    doc = ("# Results\n\nintro\n\n## A\n\n```bash\npython scripts/experiments/a.py\n```\n\nold a\n\n"
+           "## B\n\n```bash\npython scripts/experiments/b.py\n```\n\nold b\n")
+    new = replace_sections(doc, {"B": "## B\n\nnew b\n"}, stale={"a": "the fix of 2026-12"})
+    assert new.startswith("# Results\n\nintro\n\n## A\n\n" + STALE_MARK + " the fix of 2026-12**\n\n```bash")
+    assert "old a" in new and "old b" not in new and new.endswith("## B\n\nnew b\n")
+    # idempotent: marking again replaces the note instead of stacking it
+    again = replace_sections(new, {"B": "## B\n\nnew b\n"}, stale={"a": "the fix of 2026-12"})
+    assert again == new and again.count(STALE_MARK) == 1
+    # a section that is not there yet is appended; a stale name with no section is an error
+    assert replace_sections(doc, {"C": "## C\n\nc\n"}).endswith("old b\n\n## C\n\nc\n")
+    with pytest.raises(ValueError, match="stale 'zz'"):
+        replace_sections(doc, {}, stale={"zz": "x"})
+    with pytest.raises(ValueError, match="stale 'b'"):  # the regenerated section cannot be stale
+        replace_sections(doc, {"B": "## B\n\nnew b\n"}, stale={"b": "x"})

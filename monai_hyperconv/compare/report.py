@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["experiment_report", "read_report", "REPORT_KEYS", "fmt_pm"]
+__all__ = ["experiment_report", "read_report", "REPORT_KEYS", "fmt_pm", "replace_sections"]
 
 REPORT_KEYS = ("name", "title", "papers", "command", "scale", "tables", "figures", "paragraph", "numbers")
 
@@ -94,3 +94,52 @@ def fmt_pm(mean: float | None, std: float | None, digits: int = 3) -> str:
     if std is None:
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+STALE_MARK = "> **Not re-run since"
+
+
+def replace_sections(doc: str, sections: Mapping[str, str], stale: Mapping[str, str] | None = None) -> str:
+    """Replace some ``## `` sections of a results document, keep the others verbatim.
+
+    Used to regenerate one experiment's section without the outputs of the others.
+
+    Args:
+        doc: the current document.
+        sections: ``{title: section text starting with "## title"}``; a title not in ``doc`` is appended.
+        stale: ``{experiment name: reason}``: the kept section whose command runs
+            ``scripts/experiments/<name>.py`` gets a note under its heading saying it was not re-run, and why
+            (replacing an earlier note; a regenerated section has none).
+
+    Returns:
+        The new document.
+
+    Raises:
+        ValueError: a stale name matches no section of ``doc``.
+    """
+    head, *parts = doc.split("\n## ")
+    secs = [("## " + p).rstrip("\n") for p in parts]
+    titles = [s.splitlines()[0][3:].strip() for s in secs]
+    for title, text in sections.items():
+        text = text.rstrip("\n")
+        if title in titles:
+            secs[titles.index(title)] = text
+        else:
+            secs.append(text)
+            titles.append(title)
+    for name, reason in (stale or {}).items():
+        hits = [i for i, s in enumerate(secs) if f"scripts/experiments/{name}.py" in s and titles[i] not in sections]
+        if not hits:
+            raise ValueError(f"stale {name!r}: no kept section runs scripts/experiments/{name}.py.")
+        for i in hits:
+            out, drop_blank = [], False
+            for ln in secs[i].splitlines():  # drop an earlier note and the blank line after it
+                if ln.startswith(STALE_MARK):
+                    drop_blank = True
+                    continue
+                if not (drop_blank and ln == ""):
+                    out.append(ln)
+                drop_blank = False
+            out[1:1] = ["", f"{STALE_MARK} {reason}**"]
+            secs[i] = "\n".join(out)
+    return head.rstrip("\n") + "\n\n" + "\n\n".join(secs) + "\n"
