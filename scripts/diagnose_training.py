@@ -173,6 +173,7 @@ def seed_runs_section(root: Path, fig_dir: Path) -> list:
     if not found:
         raise SystemExit(f"--seed-runs {root}: no <network>/seed<k> runs with a training log there.")
     order = [n for n in NETWORK_LABELS if n in found] + [n for n in found if n not in NETWORK_LABELS]
+    seeds = sorted({s for runs in found.values() for s in runs})
     per_run, agg, figs = [], {}, []
     for net in order:
         runs = []
@@ -200,7 +201,7 @@ def seed_runs_section(root: Path, fig_dir: Path) -> list:
     parts = ["## 6. Training runs: the liver demo over seeds, next to MONAI's BasicUNet and classical baselines", "",
              f"Generated from `bash scripts/liver_demo_seeds.sh` (output folder `{root}`): the liver bundle with "
              "`configs/demo.json` (96x96 slices, 64x64 training crops, 8 start channels, Adam 3e-3 with a 3-epoch "
-             "warm-up and cosine decay, 25 epochs), seeds 0-2, the same data, recipe and budget for every network "
+             f"warm-up and cosine decay, 25 epochs), seeds {', '.join(map(str, seeds))}, the same data, recipe and budget for every network "
              f"(only `network_def` differs). Validation: the demo's {n_val} validation volumes, whole volumes slice "
              "by slice, Dice per volume then the mean, every epoch. Training time is wall-clock on the 2-core CPU "
              "(data caching included); the numbers depend on the CPU's float path, so another machine gives "

@@ -34,9 +34,13 @@ for net in $NETS; do
     if [ -f "$R/eval/summary.json" ]; then echo "== $R done, skipped"; continue; fi
     ARGS=(--meta_file "$B/configs/metadata.json" --logging_file "$B/configs/logging.conf" --bundle_root "$R" --dataset_dir "$DATA" --seed "$s")
     echo "== $net seed $s -> $R"
-    t0=$(date +%s)
-    "$PY" -m monai.bundle run --config_file "['$B/configs/train.json','$B/configs/demo.json']" "${ARGS[@]}" "${NET[@]}" "$@"
-    echo "$(( $(date +%s) - t0 ))" > "$R/train_seconds.txt"
+    if [ -f "$R/train_seconds.txt" ]; then
+      echo "== $R trained, evaluating"
+    else
+      t0=$(date +%s)
+      "$PY" -m monai.bundle run --config_file "['$B/configs/train.json','$B/configs/demo.json']" "${ARGS[@]}" "${NET[@]}" "$@"
+      echo "$(( $(date +%s) - t0 ))" > "$R/train_seconds.txt"
+    fi
     "$PY" -m monai.bundle run --config_file "['$B/configs/train.json','$B/configs/demo.json','$B/configs/evaluate.json']" "${ARGS[@]}" "${NET[@]}" "$@"
   done
 done

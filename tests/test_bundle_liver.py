@@ -131,6 +131,7 @@ def test_train_evaluate_infer_end_to_end(trained, data):
     assert sorted(Path(r["filename"]).name for r in rows) == sorted(p.name for p in _val_images(data))
     summary = json.loads((root / "eval" / "summary.json").read_text())
     assert 0.0 <= summary["mean_dice"] <= 1.0 and summary["split"] == "validation"
+    assert summary["network"].startswith("PaperUNet: ") and "HyperConv2d 5x5" in summary["network"]
     assert (root / "eval" / "summary.md").read_text().startswith("# Liver lesion segmentation")
 
     # inference: NIfTI predictions in the input geometry (default input: the validation images)
@@ -275,3 +276,14 @@ def test_output_bias_starts_at_the_lesion_prior(data, tmp_path):
     wf = load_workflow(BUNDLE, "train.json", "train", dataset_dir=data, bundle_root=tmp_path / "b", head_bias_init=None, **TINY)
     wf.initialize()
     assert not torch.all(wf.parser.get_parsed_content("network_def").decoder.head.bias.detach() == -4.0)
+
+
+def test_evaluate_any_network_def(data, tmp_path):
+    """evaluate.json works for a network_def that is not ours (MONAI's BasicUNet has no 'name' key)."""
+    basic = {"_target_": "monai.networks.nets.BasicUNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 1,
+             "features": [4, 4, 8, 8, 16, 4]}
+    ov = {**{k: v for k, v in TINY.items() if not k.startswith("network_def")}, "network_def": basic}
+    run_config(BUNDLE, "train.json", "train", dataset_dir=data, bundle_root=tmp_path, epochs=1, **ov)
+    run_config(BUNDLE, ["train.json", "evaluate.json"], None, dataset_dir=data, bundle_root=tmp_path, **ov)
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["network"].startswith("BasicUNet: ") and "Conv2d 3x3" in summary["network"]

@@ -64,3 +64,21 @@ def test_find_and_aggregate_seed_runs(tmp_path):
     assert one["best_std"] is None and one["converged"] == 0 and one["train_seconds_mean"] == 100
     with pytest.raises(FileNotFoundError, match="no such folder"):
         find_seed_runs(tmp_path / "nope")
+
+
+def test_describe_network_any_module():
+    import torch
+    from monai.networks.nets import BasicUNet
+
+    from monai_hyperconv.bundle import describe_network
+    from monai_hyperconv.networks import create_network
+
+    net = create_network("hyper_unet", spatial_dims=2, in_channels=1, out_channels=1, channels=8, num_pools=3)
+    d = describe_network(net)
+    n_hyper = sum(type(m).__name__.startswith("HyperConv") for m in net.modules())
+    assert d.startswith(f"{type(net).__name__}: {n_hyper} ") and " 5x5" in d and "Linear" not in d
+    assert d.endswith(f"; {sum(p.numel() for p in net.parameters()):,} parameters")
+    b = BasicUNet(2, 1, 1, features=(8, 8, 16, 32, 64, 8))
+    n3 = sum(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3) for m in b.modules())
+    assert f"{n3} Conv2d 3x3" in describe_network(b)
+    assert describe_network(torch.nn.ReLU()).startswith("ReLU: no convs; 0 parameters")

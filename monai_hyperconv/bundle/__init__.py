@@ -70,6 +70,7 @@ from .results import (
     TrainingCurves,
     atomic_write_bytes,
     atomic_write_text,
+    describe_network,
     markdown_table,
     plot_curves,
     write_csv,
@@ -82,7 +83,7 @@ __all__ = [
     "CheckpointManager", "BestModelSaver", "atomic_save", "unwrap",
     "export_baked", "bake_checkpoint", "load_weights",
     "write_csv", "write_json", "write_markdown", "markdown_table", "plot_curves", "atomic_write_text", "atomic_write_bytes",
-    "TrainingCurves", "EvaluationReport", "noise_robustness", "corrupt", "NOISE_TYPES",
+    "TrainingCurves", "EvaluationReport", "describe_network", "noise_robustness", "corrupt", "NOISE_TYPES",
     "init_distributed", "cleanup_distributed", "dist_backend", "dist_device", "ddp", "is_main_process", "get_rank",
     "get_world_size",
 ]

@@ -203,3 +203,32 @@ class EvaluationReport:
         write_markdown(rows, self.output_dir / "summary.md", self.title, notes=notes)
         write_json(self.summary, self.output_dir / "summary.json")
         logger.info(f"evaluation summary: {metrics} -> {self.output_dir / 'summary.md'}")
+
+
+def describe_network(net: Any) -> str:
+    """One line naming a network by what it is built of, for reports: works for any ``nn.Module``
+    (ours, MONAI's, a user's), unlike a config's ``name`` key.
+
+    Returns:
+        e.g. ``"PaperUNet: 17 HyperConv 5x5, 1 Conv2d 1x1; 82,649 parameters"``.
+    """
+    from collections import Counter
+
+    from torch import nn
+
+    from ..layers.base import GeneratedConv
+    from .checkpoint import unwrap
+
+    net = unwrap(net)
+    kinds: Counter = Counter()
+    skip: set = set()
+    for m in net.modules():
+        if id(m) in skip:
+            continue
+        if isinstance(m, (GeneratedConv, nn.modules.conv._ConvNd)):
+            if isinstance(m, GeneratedConv):  # its kernel generator's own layers are not convs of the network
+                skip.update(id(s) for s in m.modules())
+            kinds[f"{type(m).__name__} {'x'.join(map(str, m.kernel_size))}"] += 1
+    convs = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+    params = sum(p.numel() for p in net.parameters())
+    return f"{type(net).__name__}: {convs or 'no convs'}; {params:,} parameters"
