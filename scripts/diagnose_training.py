@@ -200,7 +200,7 @@ def seed_runs_section(root: Path, fig_dir: Path) -> list:
         raise SystemExit(f"--seed-runs {root}: no <network>/seed<k> runs with a training log there.")
     order = [n for n in NETWORK_LABELS if n in found] + [n for n in found if n not in NETWORK_LABELS]
     seeds = sorted({s for runs in found.values() for s in runs})
-    per_run, agg, figs = [], {}, []
+    per_run, agg, figs, by_net = [], {}, [], {}
     for net in order:
         runs = []
         for seed, path in sorted(found[net].items()):
@@ -216,6 +216,7 @@ def seed_runs_section(root: Path, fig_dir: Path) -> list:
             if fig:
                 figs.append((f"{label}, seed {seed}", fig))
         agg[net] = aggregate_runs(runs)
+        by_net[net] = runs
     rows = [{"network": NETWORK_LABELS.get(n, n), "seeds": a["n"], "best val Dice": _pm(a["best_mean"], a["best_std"]),
              "last val Dice": _pm(a["last_mean"], a["last_std"]),
              "volume Dice, best checkpoint": _pm(a["eval_mean"], a["eval_std"]),
@@ -238,12 +239,15 @@ def seed_runs_section(root: Path, fig_dir: Path) -> list:
                   "networks do not get):", "", base_md.read_text().strip(), ""]
     parts += ["Mean ± sample std over seeds:", "", markdown_table(rows, digits=3), "", "Per run:", "",
               markdown_table(per_run, digits=3), ""]
-    parts += [_seed_paragraph(agg, base), ""]
+    parts += [_seed_paragraph(agg, base, by_net), ""]
     parts += [f"![{label}]({path})\n" for label, path in figs]
     return parts
 
 
-def _seed_paragraph(agg: dict, base: dict) -> str:
+STALLED = 0.1  # a run whose best validation Dice stays below this never left the all-background start
+
+
+def _seed_paragraph(agg: dict, base: dict, by_net: dict | None = None) -> str:
     text = []
     h = agg.get("hyper")
     if h is None:
@@ -271,6 +275,15 @@ def _seed_paragraph(agg: dict, base: dict) -> str:
                     f"({what} {_pm(ref[key + '_mean'], ref[key + '_std'])}), the Hyper-UNet "
                     f"({_pm(h[key + '_mean'], h[key + '_std'])}) is {verdict} (difference {diff:+.3f}; "
                     f"{h['n']} seeds, {base.get('n_eval', '?')} validation volumes: no paired test here).")
+    for net, runs in (by_net or {}).items():
+        stalled = [r for r in runs if r["best"] < STALLED]
+        if stalled:
+            ok = [r["eval"] for r in runs if r["best"] >= STALLED and r["eval"] is not None]
+            text.append(f"{NETWORK_LABELS.get(net, net)} never left the all-background start (best validation Dice "
+                        f"< {STALLED}) in {len(stalled)} of {len(runs)} seeds"
+                        + (f"; in the others its volume Dice is {', '.join(f'{v:.3f}' for v in ok)}" if ok else "") + ".")
+    if by_net and "hyper" in by_net and not any(r["best"] < STALLED for r in by_net["hyper"]):
+        text.append("The Hyper-UNet left it in every seed.")
     return " ".join(text)
 
 

@@ -3,6 +3,7 @@ baked export that loads without the package, result writers."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -132,7 +133,9 @@ def test_prepare_with_fold(liver_dir):
 
 def test_list_inputs(liver_dir, tmp_path):
     pydicom = pytest.importorskip("pydicom")
-    assert len(list_inputs(None, liver_dir)) == 1  # the validation section
+    val = json.loads((Path(liver_dir) / "dataset.json").read_text())["validation"]
+    assert len(val) == 2  # 4 subjects, the liver demo keeps 3/8 for validation
+    assert [d["image"] for d in list_inputs(None, liver_dir)] == [str(Path(liver_dir) / v["image"]) for v in val]
     assert len(list_inputs(Path(liver_dir) / "imagesTr")) == 4
     f = sorted((Path(liver_dir) / "imagesTr").iterdir())[0]
     assert list_inputs(f) == [{"image": str(f)}]
