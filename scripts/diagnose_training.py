@@ -365,6 +365,8 @@ def main(argv=None) -> int:
         "",
     ]
     ds = Path(args.dataset_dir)
+    if not (ds / "dataset.json").is_file() and args.seed_runs and (Path(args.seed_runs) / "data" / "liver_demo" / "dataset.json").is_file():
+        ds = Path(args.seed_runs) / "data" / "liver_demo"  # the runs' own demo data (liver_demo_seeds.sh layout)
     parts += ["## 4. Soft Dice on slices without lesion", ""]
     if (ds / "dataset.json").is_file():
         parts += [f"Training slices of the liver demo (`{ds.relative_to(REPO) if ds.is_relative_to(REPO) else ds}`, the slices the bundle trains on: those that contain liver):", "",
