@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from monai_hyperconv.bundle.results import atomic_write_text, markdown_table  # noqa: E402
 from monai_hyperconv.bundle.runs import aggregate_runs, find_seed_runs, summarize_run  # noqa: E402
+from monai_hyperconv.compare.report import fmt_pm  # noqa: E402
 from monai_hyperconv.layers import AdaptiveConv, HyperConv  # noqa: E402
 from monai_hyperconv.layers.diagnostics import grad_norms_by_group, kernel_step_per_lr  # noqa: E402
 from monai_hyperconv.networks import create_network, init_output_layer  # noqa: E402
@@ -184,12 +185,6 @@ def _copy_curve(root: Path, label: str, fig_dir: Path) -> str | None:
     return f"figures/training/{slug}.png"
 
 
-def _pm(mean, std, digits=3) -> str:
-    if mean is None:
-        return "n/a"
-    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
-
-
 def seed_runs_section(root: Path, fig_dir: Path) -> list:
     """Section 6 from a ``scripts/liver_demo_seeds.sh`` output folder: baselines, per-network seed
     aggregates, per-run convergence, curves and a paragraph built from the numbers."""
@@ -217,11 +212,11 @@ def seed_runs_section(root: Path, fig_dir: Path) -> list:
                 figs.append((f"{label}, seed {seed}", fig))
         agg[net] = aggregate_runs(runs)
         by_net[net] = runs
-    rows = [{"network": NETWORK_LABELS.get(n, n), "seeds": a["n"], "best val Dice": _pm(a["best_mean"], a["best_std"]),
-             "last val Dice": _pm(a["last_mean"], a["last_std"]),
-             "volume Dice, best checkpoint": _pm(a["eval_mean"], a["eval_std"]),
+    rows = [{"network": NETWORK_LABELS.get(n, n), "seeds": a["n"], "best val Dice": fmt_pm(a["best_mean"], a["best_std"]),
+             "last val Dice": fmt_pm(a["last_mean"], a["last_std"]),
+             "volume Dice, best checkpoint": fmt_pm(a["eval_mean"], a["eval_std"]),
              "seeds with last >= 0.9 best": f"{a['converged']} of {a['n']}",
-             "training time (s)": _pm(a["train_seconds_mean"], a["train_seconds_std"], 0)} for n, a in agg.items()]
+             "training time (s)": fmt_pm(a["train_seconds_mean"], a["train_seconds_std"], 0)} for n, a in agg.items()]
     base_md = root / "baselines" / "baselines.md"
     base = json.loads((root / "baselines" / "baselines.json").read_text()) if (root / "baselines" / "baselines.json").is_file() else {}
     n_val = base.get("n_eval", "?")
@@ -253,7 +248,7 @@ def _seed_paragraph(agg: dict, base: dict, by_net: dict | None = None) -> str:
     if h is None:
         return "No Hyper-UNet runs in this folder."
     text.append(f"The Hyper-UNet's last epoch is within 10 % of its best in {h['converged']} of {h['n']} seeds "
-                f"(best {_pm(h['best_mean'], h['best_std'])}, last {_pm(h['last_mean'], h['last_std'])}).")
+                f"(best {fmt_pm(h['best_mean'], h['best_std'])}, last {fmt_pm(h['last_mean'], h['last_std'])}).")
     thr = [v for k, v in base.items() if k.startswith("threshold_sigma") and isinstance(v, dict)]
     organ = base.get("oracle_organ", {}).get("mean")
     if thr and organ is not None:
@@ -272,8 +267,8 @@ def _seed_paragraph(agg: dict, base: dict, by_net: dict | None = None) -> str:
         verdict = ("above it" if diff > 0 else "within one of its seed standard deviations" if -diff <= sd else
                    "below it by more than one seed standard deviation")
         text.append(f"Against the better reference network at the same budget, {NETWORK_LABELS.get(ref_name, ref_name)} "
-                    f"({what} {_pm(ref[key + '_mean'], ref[key + '_std'])}), the Hyper-UNet "
-                    f"({_pm(h[key + '_mean'], h[key + '_std'])}) is {verdict} (difference {diff:+.3f}; "
+                    f"({what} {fmt_pm(ref[key + '_mean'], ref[key + '_std'])}), the Hyper-UNet "
+                    f"({fmt_pm(h[key + '_mean'], h[key + '_std'])}) is {verdict} (difference {diff:+.3f}; "
                     f"{h['n']} seeds, {base.get('n_eval', '?')} validation volumes: no paired test here).")
     for net, runs in (by_net or {}).items():
         stalled = [r for r in runs if r["best"] < STALLED]

@@ -12,7 +12,10 @@ import pytest
 import torch
 
 from monai_hyperconv.bundle import DatasetError
-from monai_hyperconv.bundle.testing import REPO_ROOT, bundle_cli_args, find_in_chain, make_tiny_demo, run_cli, run_config, run_exported_without_package
+from monai_hyperconv.bundle.testing import (
+    REPO_ROOT, bundle_cli_args, find_in_chain, last_weights, make_tiny_demo, run_cli, run_config, run_exported_without_package,
+    same_weights,
+)
 
 BUNDLE = REPO_ROOT / "bundles" / "digits_classification"
 FAST = {"cache_num_workers": 0, "network_def#hidden": 32, "network_def#channels": [8, 8]}
@@ -135,11 +138,11 @@ def test_same_seed_gives_bitwise_identical_weights(trained, data, tmp_path):
     """Determinism on a second bundle (adaptive convs, shuffled loader, augmentation): same seed, same weights."""
     root, _ = trained
     run_config(BUNDLE, "train.json", "train", dataset_dir=data, bundle_root=tmp_path, epochs=1, **FAST)
-    a = torch.load(root / "models" / "checkpoint_last.pt", weights_only=False)["network"]
-    b = torch.load(tmp_path / "models" / "checkpoint_last.pt", weights_only=False)["network"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    a = last_weights(root)
+    assert same_weights(a, last_weights(tmp_path))
     # and a different seed gives different weights (the test would otherwise pass on a constant net)
     other = tmp_path / "seed1"
     run_config(BUNDLE, "train.json", "train", dataset_dir=data, bundle_root=other, epochs=1, seed=1, **FAST)
-    c = torch.load(other / "models" / "checkpoint_last.pt", weights_only=False)["network"]
-    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+    c = last_weights(other)
+    assert a.keys() == c.keys() and any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+    assert not same_weights(a, c)

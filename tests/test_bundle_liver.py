@@ -14,7 +14,10 @@ import pytest
 import torch
 
 from monai_hyperconv.bundle import DatasetError
-from monai_hyperconv.bundle.testing import REPO_ROOT, bundle_cli_args, find_in_chain, make_tiny_demo, run_cli, run_config, run_exported_without_package
+from monai_hyperconv.bundle.testing import (
+    REPO_ROOT, bundle_cli_args, find_in_chain, last_weights, make_tiny_demo, run_cli, run_config, run_exported_without_package,
+    same_weights,
+)
 
 BUNDLE = REPO_ROOT / "bundles" / "liver_lesion_segmentation"
 # tiny: 32x32 slices of 32x32x8 volumes, a Hyper-UNet of width 8
@@ -105,9 +108,7 @@ def test_default_recipe_reduces_loss_on_a_small_lesion():
 def test_same_seed_gives_bitwise_identical_weights(trained, data, tmp_path):
     root, _ = trained
     run_config(BUNDLE, "train.json", "train", dataset_dir=data, bundle_root=tmp_path, epochs=1, **TINY)
-    a = torch.load(root / "models" / "checkpoint_last.pt", weights_only=False)["network"]
-    b = torch.load(tmp_path / "models" / "checkpoint_last.pt", weights_only=False)["network"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert same_weights(last_weights(root), last_weights(tmp_path))
 
 
 def test_train_evaluate_infer_end_to_end(trained, data):

@@ -94,6 +94,16 @@ def run_config(bundle_dir: str | os.PathLike, configs: str | Sequence[str], work
     return wf
 
 
+def last_weights(bundle_root: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The network ``state_dict`` of a run's resumable checkpoint (``<bundle_root>/models/checkpoint_last.pt``)."""
+    return torch.load(Path(bundle_root) / "models" / "checkpoint_last.pt", weights_only=False)["network"]
+
+
+def same_weights(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
+    """Bitwise equality of two state dicts (same keys, ``torch.equal`` per tensor)."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def bundle_cli_args(bundle_dir: str | os.PathLike, configs: str | Sequence[str], run_id: str | None = None,
                     **overrides: Any) -> list[str]:
     """``python -m monai.bundle run`` argument list for a bundle (meta, logging, bundle_root, overrides)."""
