@@ -11,8 +11,12 @@ PY="${PY:-.venv/bin/python}"
 B=bundles/liver_lesion_segmentation
 ARGS=(--meta_file "$B/configs/metadata.json" --logging_file "$B/configs/logging.conf" --bundle_root "$B")
 
+# A re-run starts again and moves the earlier run to $B/previous_runs/<time>/ (nothing is deleted),
+# unless --resume true or --overwrite false is given.
+TRAIN_ARGS=()
+case " $* " in *" --resume "*|*" --overwrite "*|*" --resume="*|*" --overwrite="*) ;; *) TRAIN_ARGS=(--overwrite true) ;; esac
 echo "== [1/2] training $B on the demo data (progress below; TensorBoard logs in $B/logs)"
-"$PY" -m monai.bundle run --config_file "['$B/configs/train.json','$B/configs/demo.json']" "${ARGS[@]}" "$@"
+"$PY" -m monai.bundle run --config_file "['$B/configs/train.json','$B/configs/demo.json']" "${ARGS[@]}" "${TRAIN_ARGS[@]}" "$@"
 echo "== [2/2] evaluating the best checkpoint (volume-level Dice, slices stitched back)"
 "$PY" -m monai.bundle run --config_file "['$B/configs/train.json','$B/configs/demo.json','$B/configs/evaluate.json']" "${ARGS[@]}" "$@"
 
@@ -24,4 +28,5 @@ echo "model (best state_dict):     $B/models/model.pt"
 echo "resumable checkpoint:        $B/models/checkpoint_last.pt   (re-run with --resume true --epochs N)"
 echo "metrics, curves, predictions: $B/eval/   (CSV, Markdown, PNG, NIfTI)"
 echo "TensorBoard:                 tensorboard --logdir $B/logs"
+echo "earlier runs (if any):       $B/previous_runs/"
 echo "demo data:                   $B/data/liver_demo   (point --dataset_dir at real data prepared by scripts/prepare_lits.py)"

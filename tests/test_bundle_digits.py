@@ -87,7 +87,7 @@ def test_resume(trained, data, tmp_path):
     root, _ = trained
     shutil.copytree(root / "models", tmp_path / "models")
     wf = run_config(BUNDLE, "train.json", "train", dataset_dir=data, bundle_root=tmp_path, epochs=2, resume=True, **FAST)
-    assert wf.parser.get_parsed_content("train#handlers#3").resumed_from == 1
+    assert wf.parser.get_parsed_content("train#handlers#4").resumed_from == 1
     assert torch.load(tmp_path / "models" / "checkpoint_last.pt", weights_only=False)["epoch"] == 2
 
 

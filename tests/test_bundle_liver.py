@@ -187,7 +187,7 @@ def test_resume_continues_from_checkpoint(trained, data, tmp_path):
     shutil.copytree(root / "eval", r2 / "eval")
     wf = run_config(BUNDLE, "train.json", "train", dataset_dir=data, bundle_root=r2, epochs=2, resume=True, **TINY)
     trainer = wf.parser.get_parsed_content("train#trainer")
-    mgr = wf.parser.get_parsed_content("train#handlers#3")
+    mgr = wf.parser.get_parsed_content("train#handlers#4")
     assert mgr.resumed_from == 1 and trainer.state.epoch == 2
     ck = torch.load(r2 / "models" / "checkpoint_last.pt", weights_only=False)
     ck1 = torch.load(root / "models" / "checkpoint_last.pt", weights_only=False)

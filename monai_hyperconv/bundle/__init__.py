@@ -25,7 +25,14 @@ Checkpoints (train.json ``train#handlers``; validation ``validate#handlers``)::
      "save_dict": {"network": "@network", "optimizer": "@optimizer", "lr_scheduler": "@lr_scheduler",
                    "trainer": "@train#trainer", "best": "@validate#best_saver", "curves": "@train#curves"}}
 
-Every file is written via a temporary file + ``os.replace`` on rank 0 only; ``models/model.pt``
+Before training (first item of ``initialize``): ``preflight`` rejects unknown or mistyped
+command-line overrides and bad numeric settings, refuses to replace an earlier run unless
+``--resume true`` or ``--overwrite true`` (which moves it to ``previous_runs/<time>/``), and removes
+temporary files of a killed save. During training ``NonFiniteGuard`` (first train handler) stops the
+run (or skips the step) on a NaN/inf loss or gradient, before the update.
+
+Every file is written via a temporary file + ``os.replace`` on rank 0 only (never a network with
+NaN/inf weights; the last checkpoint also holds all random states for a bit-identical resume); ``models/model.pt``
 is a plain ``state_dict`` (model-zoo layout), ``models/checkpoint_last.pt`` the full state.
 ``--resume true`` continues from ``checkpoint_last.pt`` up to ``--epochs``.
 
@@ -51,7 +58,7 @@ statement by MONAI; use ``_target_`` dotted paths (or ``"$from monai_hyperconv.b
 in ``imports``).
 """
 
-from .checkpoint import BestModelSaver, CheckpointManager, atomic_save, unwrap
+from .checkpoint import BestModelSaver, CheckpointManager, atomic_save, random_states, set_random_states, unwrap
 from .data import DatasetError, image_channels, list_inputs, prepare_dataset, select_fold, validate_datalist
 from .distributed import (
     cleanup_distributed,
@@ -64,6 +71,17 @@ from .distributed import (
     is_main_process,
 )
 from .export import bake_checkpoint, export_baked, load_weights
+from .guards import NonFiniteError, NonFiniteGuard, assert_finite
+from .preflight import (
+    ConfigOverrideError,
+    OutputExistsError,
+    check_command_line,
+    check_overrides,
+    check_settings,
+    guard_outputs,
+    preflight,
+    remove_stale_temp_files,
+)
 from .robustness import NOISE_TYPES, corrupt, noise_robustness
 from .results import (
     EvaluationReport,
@@ -80,7 +98,10 @@ from .results import (
 
 __all__ = [
     "DatasetError", "prepare_dataset", "validate_datalist", "select_fold", "list_inputs", "image_channels",
-    "CheckpointManager", "BestModelSaver", "atomic_save", "unwrap",
+    "CheckpointManager", "BestModelSaver", "atomic_save", "unwrap", "random_states", "set_random_states",
+    "NonFiniteGuard", "NonFiniteError", "assert_finite",
+    "preflight", "check_command_line", "check_overrides", "check_settings", "guard_outputs", "remove_stale_temp_files",
+    "ConfigOverrideError", "OutputExistsError",
     "export_baked", "bake_checkpoint", "load_weights",
     "write_csv", "write_json", "write_markdown", "markdown_table", "plot_curves", "atomic_write_text", "atomic_write_bytes",
     "TrainingCurves", "EvaluationReport", "describe_network", "noise_robustness", "corrupt", "NOISE_TYPES",

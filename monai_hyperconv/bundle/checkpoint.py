@@ -5,13 +5,17 @@
   through a temporary file and ``os.replace`` (a crash never leaves a half-written file); with
   ``resume=True`` it loads that file when the trainer starts, so a re-run continues at the next
   epoch (up to the configured ``max_epochs``).
+  The checkpoint also holds the random states (torch, CUDA, numpy, python and every random
+  transform of the trainer's data set), so a resumed run continues bit-identically to an
+  uninterrupted one.
 * :class:`BestModelSaver` (attach to the validation evaluator): writes the network's
   ``state_dict`` to ``save_dir/model.pt`` (the model-zoo file) atomically whenever the key
   metric improves; its state (best value and epoch) is part of the last checkpoint.
 
 Both only write on rank 0 and save the un-wrapped network of a DDP model, so single- and
-multi-process checkpoints are interchangeable. MONAI's ``CheckpointSaver`` is not atomic
-(it sets ``atomic=False``), hence these.
+multi-process checkpoints are interchangeable; neither ever writes a network with NaN/inf
+weights (:class:`~monai_hyperconv.bundle.guards.NonFiniteError`). MONAI's ``CheckpointSaver`` is
+not atomic (it sets ``atomic=False``), hence these.
 """
 
 from __future__ import annotations
@@ -19,16 +23,23 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..utils import atomic_write
 from .distributed import is_main_process
+from .guards import assert_finite
 
-__all__ = ["atomic_save", "unwrap", "CheckpointManager", "BestModelSaver"]
+__all__ = ["atomic_save", "unwrap", "CheckpointManager", "BestModelSaver", "RNG_KEY", "random_states",
+           "set_random_states", "random_transforms"]
+
+#: checkpoint key of the random states
+RNG_KEY = "rng_states"
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +59,64 @@ def unwrap(obj: Any) -> Any:
 def _state(obj: Any) -> Any:
     obj = unwrap(obj)
     return obj.state_dict() if hasattr(obj, "state_dict") else obj
+
+
+def random_transforms(obj: Any) -> list[Any]:
+    """Every MONAI ``Randomizable`` reachable from ``obj`` (a data loader, data set, ``Compose`` or
+    transform), in a fixed order: the objects whose ``R`` generators a resumed run must restore."""
+    from monai.transforms import Randomizable
+
+    out: list[Any] = []
+    seen: set[int] = set()
+
+    def visit(o: Any, depth: int) -> None:
+        if o is None or id(o) in seen or depth > 8 or isinstance(o, (str, bytes, int, float, torch.Tensor, np.ndarray)):
+            return
+        seen.add(id(o))
+        if isinstance(o, Randomizable):
+            out.append(o)
+        if isinstance(o, (list, tuple)):
+            for v in o:
+                visit(v, depth + 1)
+            return
+        for attr in ("dataset", "transform", "transforms"):
+            if hasattr(o, attr) and not callable(getattr(type(o), attr, None)):
+                visit(getattr(o, attr), depth + 1)
+        if isinstance(o, Randomizable):  # wrapped array transforms (e.g. RandCropByPosNegLabeld.cropper)
+            for v in vars(o).values():
+                if isinstance(v, Randomizable) or (isinstance(v, (list, tuple)) and any(isinstance(x, Randomizable) for x in v)):
+                    visit(v, depth + 1)
+
+    visit(obj, 0)
+    return out
+
+
+def random_states(data_source: Any = None) -> dict[str, Any]:
+    """The global random states (torch, CUDA, numpy, python) and those of ``data_source``'s random transforms."""
+    out: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    tr = random_transforms(data_source) if data_source is not None else []
+    out["transforms"] = [(type(t).__name__, t.R.get_state()) for t in tr]
+    return out
+
+
+def set_random_states(states: Mapping[str, Any], data_source: Any = None) -> None:
+    """Restore :func:`random_states` (the transforms' only if the same transform classes are found)."""
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    saved = states.get("transforms", [])
+    tr = random_transforms(data_source) if data_source is not None else []
+    if [name for name, _ in saved] != [type(t).__name__ for t in tr]:
+        if saved or tr:
+            logger.warning("the random transforms differ from the checkpoint's (the data pipeline changed): their "
+                           "random states are not restored, so this resumed run is not bit-identical to an uninterrupted one.")
+        return
+    for t, (_, st) in zip(tr, saved):
+        t.R.set_state(st)
 
 
 class CheckpointManager:
@@ -107,13 +176,22 @@ class CheckpointManager:
         eng = self.save_dict.get(self.trainer_key) if self.trainer_key else None
         if eng is not None and hasattr(eng, "state"):
             out["epoch"] = int(eng.state.epoch)
+        out[RNG_KEY] = random_states(self._data_source())
         return out
+
+    def _data_source(self) -> Any:
+        eng = self.save_dict.get(self.trainer_key) if self.trainer_key else None
+        return getattr(eng, "data_loader", None)
 
     def save(self) -> str | None:
         """Write the checkpoint now (rank 0 only); returns its path or None on other ranks."""
         if not is_main_process():
             return None
-        return atomic_save(self.state(), self.path)
+        state = self.state()
+        for k, obj in self.save_dict.items():
+            if isinstance(unwrap(obj), torch.nn.Module):
+                assert_finite(state[k], f"checkpoint {self.path} ({k!r})")
+        return atomic_save(state, self.path)
 
     def _save(self, engine) -> None:
         ep = engine.state.epoch
@@ -144,9 +222,18 @@ class CheckpointManager:
                 tgt.load_state_dict(ckpt[k], strict=self.strict)
             else:
                 tgt.load_state_dict(ckpt[k])
+        if RNG_KEY in ckpt:
+            set_random_states(ckpt[RNG_KEY], self._data_source())
+        else:
+            logger.warning(f"checkpoint {path} has no random states (saved by an older version): the resumed run "
+                           f"is not bit-identical to an uninterrupted one.")
         return epoch
 
     def _load(self, engine) -> None:
+        if is_main_process():
+            from .preflight import remove_stale_temp_files
+
+            remove_stale_temp_files(self.save_dir)
         if not self.resume:
             return
         if not self.path.is_file():
@@ -209,6 +296,8 @@ class BestModelSaver:
         if better and math.isfinite(value):
             self.best_metric, self.best_epoch = value, int(engine.state.epoch)
             if is_main_process():
-                atomic_save(_state(self.network), self.path)
+                state = _state(self.network)
+                assert_finite(state, f"the best model {self.path}")
+                atomic_save(state, self.path)
                 logger.info(f"epoch {self.best_epoch}: new best {name} = {value:.4f}, saved {self.path}")
         engine.state.best_metric, engine.state.best_metric_epoch = self.best_metric, self.best_epoch

@@ -34,23 +34,22 @@ def _is_nifti(path: str) -> bool:
     return path.lower().endswith(_NIFTI)
 
 
-def _load_array(path: str) -> tuple[tuple[int, ...], bool]:
-    """Read an image completely (so truncated files fail); returns (shape, is_dicom_series)."""
+def _read(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read an image completely (so truncated files fail); returns (array, affine or None)."""
     if os.path.isdir(path):  # DICOM series: let ITK read it
         from monai.transforms import LoadImage
 
         img = LoadImage(image_only=True, reader="ITKReader")(path)
-        return tuple(int(s) for s in img.shape), True
+        return np.asarray(img), np.asarray(img.affine)
     if _is_nifti(path):
         import nibabel as nib
 
         img = nib.load(path)
-        data = np.asanyarray(img.dataobj)  # decompresses the whole file: catches truncation
-        return tuple(int(s) for s in data.shape), False
+        return np.asanyarray(img.dataobj), np.asarray(img.affine)  # decompresses the whole file: catches truncation
     from monai.transforms import LoadImage
 
     img = LoadImage(image_only=True)(path)
-    return tuple(int(s) for s in img.shape), False
+    return np.asarray(img), np.asarray(getattr(img, "affine", None)) if hasattr(img, "affine") else None
 
 
 def image_channels(path: str, spatial_dims: int) -> int:
@@ -59,10 +58,11 @@ def image_channels(path: str, spatial_dims: int) -> int:
     A NIfTI with more axes than ``spatial_dims`` carries its channels in the extra axes
     (a 4-D NIfTI of a 3-D task has ``shape[3]`` channels); a DICOM series has one.
     """
-    shape, _ = _load_array(path)
-    if len(shape) <= spatial_dims:
-        return 1
-    return int(np.prod(shape[spatial_dims:]))
+    return _channels(_read(path)[0].shape, spatial_dims)
+
+
+def _channels(shape: Sequence[int], spatial_dims: int) -> int:
+    return 1 if len(shape) <= spatial_dims else int(np.prod(shape[spatial_dims:]))
 
 
 def _files(value: Any) -> list[str] | None:
@@ -73,6 +73,16 @@ def _files(value: Any) -> list[str] | None:
     return None
 
 
+def _label_values(labels: Mapping[str, Any] | Sequence[int] | None) -> set[int] | None:
+    """Allowed label values from ``dataset.json``'s ``labels`` ({"0": "background", ...}); None: unchecked."""
+    if not labels:
+        return None
+    try:
+        return {int(k) for k in labels}
+    except (TypeError, ValueError):
+        return None  # names instead of values (some datasets): nothing to check against
+
+
 def validate_datalist(
     items: Sequence[Mapping[str, Any]],
     file_keys: Sequence[str] = ("image", "label"),
@@ -81,8 +91,16 @@ def validate_datalist(
     check_load: bool = True,
     section: str = "training",
     source: str = "",
+    labels: Mapping[str, Any] | Sequence[int] | None = None,
+    label_key: str = "label",
+    affine_tol: float = 1e-3,
 ) -> None:
-    """Check every file of a datalist exists, can be read completely and has the expected channels.
+    """Check every file of a datalist before training: present, readable, finite, consistent.
+
+    Checks, per entry: every file exists and reads completely; channel counts; no NaN/inf voxel;
+    all files of the entry have the same spatial shape and (within ``affine_tol``) the same affine
+    as the entry's first file; label values (files or integers under ``label_key``) are among
+    ``labels``.
 
     Args:
         items: datalist entries (paths already absolute, as ``load_decathlon_datalist`` returns).
@@ -90,17 +108,24 @@ def validate_datalist(
         channels: expected channels per key, e.g. ``{"image": 1, "label": 1}``; a key holding a
             list of files counts the channels of all of them (four contrast files -> 4).
         spatial_dims: spatial dimensions of the images (2 or 3).
-        check_load: read every image completely (catches corrupt and truncated files).
+        check_load: read every image completely (catches corrupt and truncated files); without it
+            only existence is checked.
         section: datalist section name, for messages.
         source: where the datalist came from (``dataset.json`` path), for messages.
+        labels: allowed label values, e.g. ``dataset.json``'s ``{"0": "background", "1": "liver"}``
+            (None or empty: not checked).
+        label_key: the entry key holding labels (a file, files or a class index).
+        affine_tol: absolute tolerance (mm) when comparing the affines of one entry's files.
 
     Raises:
-        DatasetError: naming the file, the section, the entry index and the key.
+        DatasetError: naming the section, the entry index, the key and the file.
     """
     where = f" ({source})" if source else ""
+    allowed = _label_values(labels)
     if len(items) == 0:
         raise DatasetError(f"datalist section {section!r}{where} is empty.")
     for i, item in enumerate(items):
+        ref: tuple[str, tuple[int, ...], np.ndarray | None] | None = None  # first file: (path, shape, affine)
         for key in file_keys:
             if key not in item:
                 raise DatasetError(f"{section}[{i}] has no key {key!r}{where}; entry: {dict(item)!r}.")
@@ -114,16 +139,49 @@ def validate_datalist(
                 if not check_load:
                     continue
                 try:
-                    n_ch += image_channels(f, spatial_dims)
+                    arr, affine = _read(f)
                 except Exception as e:  # corrupt, truncated, unsupported format
                     raise DatasetError(
                         f"{section}[{i}][{key!r}]{where}: cannot read image {f}: {type(e).__name__}: {e}"
                     ) from e
+                n_ch += _channels(arr.shape, spatial_dims)
+                at = f"{section}[{i}][{key!r}]{where}: {f}"
+                if np.issubdtype(arr.dtype, np.floating):
+                    bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+                    if bad:
+                        raise DatasetError(f"{at} has {bad} non-finite (NaN/inf) voxel(s) of {arr.size}; "
+                                           f"fix or mask them before training.")
+                shape = tuple(int(s) for s in arr.shape[:spatial_dims])
+                if ref is None:
+                    ref = (f, shape, affine)
+                else:
+                    if shape != ref[1]:
+                        raise DatasetError(f"{at} has spatial shape {shape}, but {ref[0]} of the same entry has {ref[1]}; "
+                                           f"image and label must be on the same grid.")
+                    if affine is not None and ref[2] is not None and affine.shape == ref[2].shape and \
+                            not np.allclose(affine, ref[2], atol=affine_tol, rtol=0):
+                        raise DatasetError(f"{at}: its affine differs from that of {ref[0]} of the same entry by up to "
+                                           f"{float(np.abs(affine - ref[2]).max()):.4g} (tolerance {affine_tol}); "
+                                           f"image and label must be in the same space.\n{affine}\nvs\n{ref[2]}")
+                if key == label_key and allowed is not None:
+                    _check_label_values(np.unique(arr), allowed, at)
             if check_load and channels and key in channels and n_ch != int(channels[key]):
                 raise DatasetError(
                     f"{section}[{i}][{key!r}]{where}: expected {channels[key]} channel(s), got {n_ch} from {files} "
                     f"(spatial_dims={spatial_dims})."
                 )
+        if allowed is not None and label_key not in file_keys and label_key in item and _files(item[label_key]) is None:
+            _check_label_values(np.ravel(np.asarray(item[label_key])), allowed, f"{section}[{i}][{label_key!r}]{where}")
+
+
+def _check_label_values(values: np.ndarray, allowed: set[int], at: str) -> None:
+    vals = np.asarray(values)
+    if not np.issubdtype(vals.dtype, np.number):
+        raise DatasetError(f"{at}: label {vals.tolist()!r} is not a number; dataset.json labels are {sorted(allowed)}.")
+    bad = [v for v in vals.tolist() if not (float(v).is_integer() and int(v) in allowed)]
+    if bad:
+        shown = ", ".join(f"{v:g}" for v in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        raise DatasetError(f"{at}: label value(s) {shown} not among dataset.json's labels {sorted(allowed)}.")
 
 
 def select_fold(
@@ -181,7 +239,9 @@ def prepare_dataset(
     1. If ``dataset_dir`` does not exist and ``task`` is a demo task, generate the demo set there
        (:func:`monai_hyperconv.data.ensure_demo`; ``demo_kwargs`` e.g. ``{"n_subjects": 4}``).
     2. Read ``dataset_dir/dataset.json`` (Decathlon layout, paths relative to ``dataset_dir``).
-    3. Validate every section (files exist, load completely, channel counts) -> :class:`DatasetError`.
+    3. Validate every section (files exist and load completely; channel counts; no NaN/inf voxel;
+       image and label on the same grid; label values among ``dataset.json``'s ``labels``; see
+       :func:`validate_datalist`) -> :class:`DatasetError`.
     4. With ``fold`` set, pool all labelled sections and re-split them into ``num_folds`` folds
        (``fold`` validates), reproducibly from ``seed``.
 
@@ -233,7 +293,7 @@ def prepare_dataset(
         out["training"], out["validation"] = tr[: len(tr) - n_val], tr[len(tr) - n_val :]
     for sec, items in out.items():
         keys = [k for k in file_keys if sec != "test" or k == "image"]
-        validate_datalist(items, keys, channels, spatial_dims, check_load, sec, str(js))
+        validate_datalist(items, keys, channels, spatial_dims, check_load, sec, str(js), labels=meta.get("labels"))
     if fold is not None:
         pool = out.get("training", []) + out.get("validation", [])
         out["training"], out["validation"] = select_fold(pool, fold, num_folds, seed, group_key)

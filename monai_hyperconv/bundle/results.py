@@ -152,12 +152,12 @@ class TrainingCurves:
 
     def _iteration(self, engine) -> None:
         v = self.loss_transform(engine.state.output)
-        if v is not None and math.isfinite(v):
+        if v is not None:  # a NaN/inf loss makes the epoch's mean NaN: the log must not hide it
             self._sum += v
             self._n += 1
 
     def _epoch(self, engine) -> None:
-        row: dict[str, Any] = {"epoch": int(engine.state.epoch), "train_loss": self._sum / max(self._n, 1)}
+        row: dict[str, Any] = {"epoch": int(engine.state.epoch), "train_loss": self._sum / self._n if self._n else float("nan")}
         ev = self.evaluator
         if ev is not None and getattr(ev.state, "epoch", None) == engine.state.epoch:
             for k, v in ev.state.metrics.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 import weakref
 from typing import Sequence, Tuple, Union
 
@@ -123,7 +124,13 @@ class AdaptiveConv(GeneratedConv):
 
     @torch.no_grad()
     def project_sigma_(self) -> None:
-        """Clamp the stored ``sigma`` onto ``[1/n, n]`` in place."""
+        """Clamp the stored ``sigma`` onto ``[1/n, n]`` in place; a NaN sigma (a diverged step) is reset
+        to the upper bound (the widest envelope) with a warning, since clamping keeps NaN."""
+        bad = torch.isnan(self.sigma)
+        if bool(bad.any()):
+            warnings.warn(f"{type(self).__name__}: {int(bad.sum())} NaN sigma value(s) (a diverged optimiser step) "
+                          f"reset to the bound {self.sigma_bounds[1]:g}.", RuntimeWarning, stacklevel=2)
+            self.sigma.masked_fill_(bad, self.sigma_bounds[1])
         self.sigma.clamp_(*self.sigma_bounds)
 
     def envelope(self) -> torch.Tensor:

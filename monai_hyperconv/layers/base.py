@@ -224,9 +224,11 @@ class GeneratedConv(nn.Module):
 
     # ------------------------------------------------------------------ weight with caching
     def _version_key(self) -> tuple:
+        # the autocast state is part of the key: a kernel generated under bf16/fp16 autocast has
+        # that precision and must not be reused by a later fp32 forward (or the other way round)
         return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters()) + tuple(
             (b.data_ptr(), b._version) for b in self.buffers()
-        )
+        ) + _autocast_state()
 
     def weight_and_bias(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """The kernel and bias for this forward; cached while autograd is off and parameters are unchanged."""
@@ -357,6 +359,11 @@ def dim_variant(base: type, dims: int) -> type:
     name = f"{base.__name__}{dims}d"
     doc = f"{dims}-D :class:`{base.__name__}` with ``nn.Conv{dims}d``'s constructor signature (for MONAI's ``Conv`` factory)."
     return type(name, (base,), {"__init__": __init__, "__doc__": doc, "__module__": base.__module__})
+
+
+def _autocast_state() -> tuple:
+    """(enabled, dtype) of autocast for CPU and CUDA: what changes the precision of a generated kernel."""
+    return tuple((torch.is_autocast_enabled(d), torch.get_autocast_dtype(d)) for d in ("cpu", "cuda"))
 
 
 def _compiling() -> bool:
