@@ -178,7 +178,7 @@ def test_checkpoint_manager_saves_atomically_and_resumes(tmp_path):
     eng.add_event_handler(Events.EPOCH_COMPLETED, lambda e: sched.step())
     eng.run(data, max_epochs=2)
     ck = torch.load(tmp_path / "models" / "checkpoint_last.pt", weights_only=False)
-    assert set(ck) == {"network", "optimizer", "lr_scheduler", "trainer", "epoch"}
+    assert set(ck) == {"network", "optimizer", "lr_scheduler", "trainer", "epoch", "rng_states"}
     assert ck["epoch"] == 2 and ck["trainer"]["iteration"] == 6
     assert _no_tmp_files(tmp_path / "models")
 

@@ -91,20 +91,32 @@ def random_transforms(obj: Any) -> list[Any]:
     return out
 
 
+def _np_state(state: tuple) -> dict[str, Any]:
+    # tensors and plain numbers only, so the checkpoint stays loadable with torch.load(weights_only=True)
+    kind, key, pos, has_gauss, cached = state
+    return {"kind": str(kind), "key": torch.from_numpy(np.asarray(key, dtype=np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _np_tuple(state: Mapping[str, Any]) -> tuple:
+    return (state["kind"], state["key"].numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["cached_gaussian"])
+
+
 def random_states(data_source: Any = None) -> dict[str, Any]:
     """The global random states (torch, CUDA, numpy, python) and those of ``data_source``'s random transforms."""
-    out: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    out: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": _np_state(np.random.get_state()),
+                           "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         out["cuda"] = torch.cuda.get_rng_state_all()
     tr = random_transforms(data_source) if data_source is not None else []
-    out["transforms"] = [(type(t).__name__, t.R.get_state()) for t in tr]
+    out["transforms"] = [(type(t).__name__, _np_state(t.R.get_state())) for t in tr]
     return out
 
 
 def set_random_states(states: Mapping[str, Any], data_source: Any = None) -> None:
     """Restore :func:`random_states` (the transforms' only if the same transform classes are found)."""
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
+    np.random.set_state(_np_tuple(states["numpy"]))
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -116,7 +128,7 @@ def set_random_states(states: Mapping[str, Any], data_source: Any = None) -> Non
                            "random states are not restored, so this resumed run is not bit-identical to an uninterrupted one.")
         return
     for t, (_, st) in zip(tr, saved):
-        t.R.set_state(st)
+        t.R.set_state(_np_tuple(st))
 
 
 class CheckpointManager:

@@ -94,12 +94,13 @@ def validate_datalist(
     labels: Mapping[str, Any] | Sequence[int] | None = None,
     label_key: str = "label",
     affine_tol: float = 1e-3,
+    grid_groups: Sequence[Sequence[str]] | None = None,
 ) -> None:
     """Check every file of a datalist before training: present, readable, finite, consistent.
 
     Checks, per entry: every file exists and reads completely; channel counts; no NaN/inf voxel;
-    all files of the entry have the same spatial shape and (within ``affine_tol``) the same affine
-    as the entry's first file; label values (files or integers under ``label_key``) are among
+    all files of the entry (of one of ``grid_groups``) have the same spatial shape and (within
+    ``affine_tol``) the same affine as the first of them; label values (files or integers under ``label_key``) are among
     ``labels``.
 
     Args:
@@ -116,6 +117,8 @@ def validate_datalist(
             (None or empty: not checked).
         label_key: the entry key holding labels (a file, files or a class index).
         affine_tol: absolute tolerance (mm) when comparing the affines of one entry's files.
+        grid_groups: groups of keys whose files must share one grid (default: all ``file_keys``),
+            e.g. ``(("fixed", "fixed_label"), ("moving", "moving_label"))`` for registration pairs.
 
     Raises:
         DatasetError: naming the section, the entry index, the key and the file.
@@ -124,8 +127,10 @@ def validate_datalist(
     allowed = _label_values(labels)
     if len(items) == 0:
         raise DatasetError(f"datalist section {section!r}{where} is empty.")
+    groups = [tuple(g) for g in grid_groups] if grid_groups is not None else [tuple(file_keys)]
+    group_of = {k: gi for gi, g in enumerate(groups) for k in g}
     for i, item in enumerate(items):
-        ref: tuple[str, tuple[int, ...], np.ndarray | None] | None = None  # first file: (path, shape, affine)
+        refs: dict[int, tuple[str, tuple[int, ...], np.ndarray | None]] = {}  # group -> first file (path, shape, affine)
         for key in file_keys:
             if key not in item:
                 raise DatasetError(f"{section}[{i}] has no key {key!r}{where}; entry: {dict(item)!r}.")
@@ -152,9 +157,11 @@ def validate_datalist(
                         raise DatasetError(f"{at} has {bad} non-finite (NaN/inf) voxel(s) of {arr.size}; "
                                            f"fix or mask them before training.")
                 shape = tuple(int(s) for s in arr.shape[:spatial_dims])
-                if ref is None:
-                    ref = (f, shape, affine)
-                else:
+                gi = group_of.get(key)
+                ref = refs.get(gi) if gi is not None else None
+                if gi is not None and ref is None:
+                    refs[gi] = (f, shape, affine)
+                elif ref is not None:
                     if shape != ref[1]:
                         raise DatasetError(f"{at} has spatial shape {shape}, but {ref[0]} of the same entry has {ref[1]}; "
                                            f"image and label must be on the same grid.")

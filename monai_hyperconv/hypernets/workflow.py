@@ -502,7 +502,8 @@ def registration_datalists(
         if sec in meta and meta[sec]:
             raw = load_decathlon_datalist(str(js), is_segmentation=True, data_list_key=sec, base_dir=str(js.parent))
             items = [_split_pair_entry(it, i, sec, str(js)) for i, it in enumerate(raw)]
-            validate_datalist(items, PAIR_KEYS, {k: 1 for k in PAIR_KEYS}, spatial_dims, check_load, sec, str(js))
+            validate_datalist(items, PAIR_KEYS, {k: 1 for k in PAIR_KEYS}, spatial_dims, check_load, sec, str(js),
+                              grid_groups=(("fixed", "fixed_label"), ("moving", "moving_label")))
         else:
             try:
                 items = make_pairs(fallback)
