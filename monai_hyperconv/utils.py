@@ -6,7 +6,7 @@ import os
 import uuid
 from typing import Callable
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "as_bool"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> str:
@@ -34,3 +34,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> str:
             os.remove(tmp)
         raise
     return path
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def as_bool(value, name: str = "value") -> bool:
+    """A boolean setting as given on a command line: ``True``/``False``, 0/1 or the strings
+    true/false/yes/no/on/off/1/0 (any case). python-fire, MONAI's CLI parser, passes ``--resume true``
+    as the string "true", and ``bool("false")`` would be True.
+
+    Raises:
+        ValueError: naming ``name`` for anything else.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"{name} must be true or false, got {value!r}.")

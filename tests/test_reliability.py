@@ -285,7 +285,7 @@ def test_check_overrides_types_and_paths():
     with pytest.raises(ConfigOverrideError, match="learning_rate 'abc': expected a number"):
         check_overrides(cfg, {"learning_rate": "abc"})
     with pytest.raises(ConfigOverrideError, match="expected true or false"):
-        check_overrides(cfg, {"resume": "yes"})
+        check_overrides(cfg, {"resume": "maybe"})
     with pytest.raises(ConfigOverrideError, match="network_def#kernel_sise.*Did you mean --network_def#kernel_size"):
         check_overrides(cfg, {"network_def#kernel_sise": 3})
     check_overrides(cfg, {"learning_rate": "$1e-3 * 2"})  # expressions pass
@@ -375,3 +375,19 @@ def test_nan_sigma_reset_to_bound():
     with pytest.warns(RuntimeWarning, match="NaN sigma"):
         opt.step()
     assert torch.isfinite(conv.sigma).all()
+
+
+def test_command_line_booleans_are_parsed_not_truthy(tmp_path):
+    """python-fire passes ``--resume false`` as the string "false", which ``bool()`` makes True."""
+    from monai_hyperconv.bundle import CheckpointManager
+    from monai_hyperconv.utils import as_bool
+
+    assert [as_bool(v) for v in ("true", "False", "YES", "off", 1, 0, True)] == [True, False, True, False, True, False, True]
+    with pytest.raises(ValueError, match="resume must be true or false"):
+        as_bool("maybe", "resume")
+    assert CheckpointManager(tmp_path, {}, resume="false").resume is False
+    (tmp_path / "model.pt").write_bytes(b"x")
+    with pytest.raises(OutputExistsError):
+        guard_outputs(tmp_path, resume="false", overwrite="false")
+    with pytest.raises(ConfigOverrideError, match="'resume' = 'maybe'"):
+        preflight(tmp_path, resume="maybe")

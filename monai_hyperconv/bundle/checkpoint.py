@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..utils import atomic_write
+from ..utils import as_bool, atomic_write
 from .distributed import is_main_process
 from .guards import assert_finite
 
@@ -163,7 +163,7 @@ class CheckpointManager:
         self.trainer_key = trainer_key
         self.save_dir = Path(save_dir)
         self.save_dict = dict(save_dict)
-        self.resume = bool(resume)
+        self.resume = as_bool(resume, "resume")  # --resume false arrives as the string 'false'
         self.filename = filename
         self.save_interval = max(1, int(save_interval))
         self.map_location = map_location

@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..utils import as_bool
 from .distributed import is_main_process
 
 __all__ = ["preflight", "check_command_line", "ConfigOverrideError", "OutputExistsError", "check_overrides", "cli_overrides",
@@ -70,7 +71,11 @@ def _positive_number(v: Any) -> bool:
 
 
 def _bool(v: Any) -> bool:
-    return isinstance(v, bool)
+    try:
+        as_bool(v)
+        return True
+    except ValueError:
+        return False
 
 
 #: setting name -> (check, what is expected)
@@ -207,7 +212,7 @@ def check_overrides(config_files: str | Sequence[str], overrides: Mapping[str, A
             continue
         if _is_number(default) and not _is_number(value):
             raise ConfigOverrideError(f"--{key} {value!r}: expected a number (the config's default is {default!r}).")
-        if isinstance(default, bool) and not isinstance(value, bool):
+        if isinstance(default, bool) and not _bool(value):
             raise ConfigOverrideError(f"--{key} {value!r}: expected true or false (the config's default is {default!r}).")
 
 
@@ -257,6 +262,7 @@ def guard_outputs(ckpt_dir: str | os.PathLike, log_dir: str | os.PathLike | None
         OutputExistsError: an earlier run is there and neither ``resume`` nor ``overwrite`` is set.
     """
     folders = [Path(d) for d in (ckpt_dir, log_dir, output_dir) if d is not None]
+    resume, overwrite = as_bool(resume, "resume"), as_bool(overwrite, "overwrite")
     if resume or not is_main_process():
         return None
     found = _earlier_run(folders)
@@ -301,7 +307,7 @@ def preflight(ckpt_dir: str | os.PathLike, log_dir: str | os.PathLike | None = N
     if cli is not None and cli[0].get("config_file"):
         check_overrides(cli[0]["config_file"], cli[1])
     check_settings({"resume": resume, "overwrite": overwrite, **dict(settings or {})})
-    moved = guard_outputs(ckpt_dir, log_dir, output_dir, resume=bool(resume), overwrite=bool(overwrite))
+    moved = guard_outputs(ckpt_dir, log_dir, output_dir, resume=as_bool(resume, "resume"), overwrite=as_bool(overwrite, "overwrite"))
     removed = remove_stale_temp_files(ckpt_dir) if is_main_process() else []
     return {"moved_to": str(moved) if moved else None, "removed_temp_files": removed}
 
