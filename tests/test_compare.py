@@ -272,3 +272,181 @@ def test_peak_memory_is_the_cells_own():
     del big
     _reset_peak_rss()
     assert grown - base > 250 and _peak_rss_mb() < grown - 250
+
+
+# -- the data fingerprint: a rewritten data list is never mixed into a resumed comparison --
+
+ONE = dict(OPTS, folds=1, iterations=1, noise={}, isolate=False)
+
+
+def test_changed_data_is_refused_and_unchanged_data_resumes(tmp_path):
+    data = Path(make_tiny_demo("liver", tmp_path / "data", n_subjects=4, size=(48, 48, 6)))
+    out = tmp_path / "out"
+    (r,) = run_comparison("segmentation", ["unet:channels=4"], output_dir=out, data=data, **ONE)["results"]
+    assert r["status"] == "ok"
+    manifest = json.loads((out / "comparison.json").read_text())
+    assert manifest["data_fingerprint"] and json.loads((Path(r["cell_dir"]) / "cell.json").read_text())[
+        "data_fingerprint"] == manifest["data_fingerprint"]
+    stamp = (Path(r["cell_dir"]) / "result.json").stat().st_mtime_ns
+    listing = (data / "dataset.json").read_text()
+    # half the entries dropped: refused, naming the data list; nothing is overwritten
+    js = json.loads(listing)
+    js["training"] = js["training"][: len(js["training"]) // 2]
+    (data / "dataset.json").write_text(json.dumps(js))
+    before = (out / "comparison.json").read_text()
+    with pytest.raises(ComparisonError, match=f"other data: {data / 'dataset.json'} or a file it lists changed"):
+        run_comparison("segmentation", ["unet:channels=4"], output_dir=out, data=data, **ONE)
+    assert (out / "comparison.json").read_text() == before
+    assert (Path(r["cell_dir"]) / "result.json").stat().st_mtime_ns == stamp
+    # the same list again, but a listed image rewritten (new mtime): refused too
+    (data / "dataset.json").write_text(listing)
+    image = data / js["training"][0]["image"]
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    with pytest.raises(ComparisonError, match="dataset.json"):
+        run_comparison("segmentation", ["unet:channels=4"], output_dir=out, data=data, **ONE)
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns - 10**9))
+    # unchanged data: resumes, the finished cell is not recomputed
+    (again,) = run_comparison("segmentation", ["unet:channels=4"], output_dir=out, data=data, **ONE)["results"]
+    assert again["test_metric"] == r["test_metric"]
+    assert (Path(r["cell_dir"]) / "result.json").stat().st_mtime_ns == stamp
+    # an output folder from before data fingerprints cannot be checked: refused
+    old = json.loads(before)
+    del old["data_fingerprint"]
+    (out / "comparison.json").write_text(json.dumps(old))
+    with pytest.raises(ComparisonError, match="before data fingerprints"):
+        run_comparison("segmentation", ["unet:channels=4"], output_dir=out, data=data, **ONE)
+
+
+def test_generated_demo_data_resumes(tmp_path, monkeypatch):
+    """Without --data the runner generates the demo, fingerprints it afterwards, and a re-run resumes."""
+    import monai_hyperconv.data
+
+    def tiny(task, out_dir, **kwargs):  # the full demo takes long to generate; the same path, small
+        return str(Path(make_tiny_demo(task, out_dir, n_subjects=4, size=(48, 48, 6))) / "dataset.json")
+
+    monkeypatch.setattr(monai_hyperconv.data, "ensure_demo", tiny)
+    manifest, _ = plan_cells("segmentation", ["unet:channels=4"], 1, tmp_path, iterations=1)
+    assert manifest["is_demo"] and manifest["data_fingerprint"] is None  # not generated yet
+    (r,) = run_comparison("segmentation", ["unet:channels=4"], output_dir=tmp_path, **ONE)["results"]
+    stamp = (Path(r["cell_dir"]) / "result.json").stat().st_mtime_ns
+    fingerprint = json.loads((tmp_path / "comparison.json").read_text())["data_fingerprint"]
+    assert r["status"] == "ok" and fingerprint
+    run_comparison("segmentation", ["unet:channels=4"], output_dir=tmp_path, **ONE)
+    assert (Path(r["cell_dir"]) / "result.json").stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "comparison.json").read_text())["data_fingerprint"] == fingerprint
+
+
+# -- cell folders are locked while a process works in them; cells die with the runner --
+
+posix_only = pytest.mark.skipif(os.name != "posix", reason="flock and process groups are POSIX")
+
+
+@posix_only
+def test_a_locked_cell_is_reported_busy_not_run(tmp_path):
+    import subprocess
+    import sys
+
+    from monai_hyperconv.compare.cell import BUSY_EXIT, cell_lock
+
+    data = make_tiny_demo("liver", tmp_path / "data", n_subjects=4, size=(48, 48, 6))
+    out = tmp_path / "out"
+    _, (cell,) = plan_cells("segmentation", ["unet:channels=4"], 1, out, iterations=1, data=data, noise={})
+    cell_dir = Path(cell["cell_dir"])
+    with cell_lock(cell_dir):  # another process working in the folder (flock: per open file, so this one counts)
+        for isolate in (True, False):
+            res = run_comparison("segmentation", ["unet:channels=4"], output_dir=out, data=data,
+                                 **dict(ONE, isolate=isolate))
+            (r,) = res["results"]
+            assert r["status"] == "busy" and f"cell folder {cell_dir} is busy" in r["error"]
+            assert f"pid {os.getpid()}" in r["error"] and "another process" in r["error"]
+            assert not (cell_dir / "result.json").exists() and res["leaderboard"] == []
+        # a cell process started beside it (two runners racing) leaves without touching the folder
+        (cell_dir / "cell.json").write_text(json.dumps(dict(cell, device="cpu", threads=1)))
+        proc = subprocess.run([sys.executable, "-m", "monai_hyperconv.compare.cell", str(cell_dir / "cell.json")],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == BUSY_EXIT and "is busy" in proc.stderr
+        assert not (cell_dir / "result.json").exists()
+    # released: it runs
+    (r,) = run_comparison("segmentation", ["unet:channels=4"], output_dir=out, data=data, **ONE)["results"]
+    assert r["status"] == "ok" and (cell_dir / "result.json").is_file()
+
+
+def test_a_cell_process_that_finds_its_folder_busy_is_not_a_result(tmp_path, monkeypatch):
+    """Two runners racing: the cell process that loses the lock exits with BUSY_EXIT; reported busy, not failed."""
+    import subprocess
+
+    from monai_hyperconv.compare import runner
+    from monai_hyperconv.compare.cell import BUSY_EXIT
+
+    data = make_tiny_demo("liver", tmp_path / "data", n_subjects=4, size=(48, 48, 6))
+
+    def launch(cell, device, threads):
+        Path(cell["cell_dir"]).mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen(["python", "-c", f"import sys; sys.exit({BUSY_EXIT})"])
+        proc._log = open(os.devnull, "wb")
+        return proc
+
+    monkeypatch.setattr(runner, "_launch", launch)
+    res = run_comparison("segmentation", ["unet"], output_dir=tmp_path / "out", data=data, **{**OPTS, "folds": 1})
+    (r,) = res["results"]
+    assert r["status"] == "busy" and "was busy" in r["error"] and res["leaderboard"] == []
+    assert not (Path(r["cell_dir"]) / "result.json").exists()
+
+
+def _alive(pid: int) -> bool:
+    """Whether any thread of ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does
+    not; a main thread may be a zombie while the other threads still exit and hold its files)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        states = [t.read_text().rsplit(")", 1)[1].split()[0] for t in Path(f"/proc/{pid}/task").glob("*/stat")]
+    except (OSError, IndexError):
+        return True
+    return any(st not in ("Z", "X") for st in states) if Path("/proc/self/task").is_dir() else True
+
+
+@posix_only
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_cells_die_with_the_runner(tmp_path, sig):
+    """SIGTERM: the runner stops its cells' process groups; SIGKILL (nothing to catch): each cell ends
+    itself once its runner is gone. Either way the cell's lock is free again for a re-run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from monai_hyperconv.compare.cell import cell_lock
+
+    data = make_tiny_demo("liver", tmp_path / "data", n_subjects=4, size=(48, 48, 6))
+    out = tmp_path / "out"
+    # a cell that trains far longer than this test waits
+    kwargs = dict(output_dir=str(out), data=data, folds=1, iterations=10**6, overrides=OPTS["overrides"], noise={},
+                  latency_reps=1, progress=False)
+    code = f"from monai_hyperconv.compare import run_comparison\nrun_comparison('segmentation', ['unet:channels=4'], **{kwargs!r})"
+    runner = subprocess.Popen([sys.executable, "-c", code])
+    lock = out / "cells" / parse_algorithm("unet:channels=4").slug / "fold0" / ".lock"
+    pid = None
+    try:
+        deadline = time.monotonic() + 240
+        while pid is None and time.monotonic() < deadline and runner.poll() is None:
+            text = lock.read_text().strip() if lock.is_file() else ""
+            pid = int(text) if text.isdigit() else None
+            time.sleep(0.2)
+        assert pid is not None and _alive(pid), f"no cell started (runner exit code {runner.poll()})"
+        runner.send_signal(getattr(signal, sig))
+        assert runner.wait(timeout=60) == (128 + signal.SIGTERM if sig == "SIGTERM" else -signal.SIGKILL)
+        # SIGTERM: the runner has stopped and reaped its cells before it exited
+        deadline = time.monotonic() + (0 if sig == "SIGTERM" else 15)
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(pid), f"cell process {pid} outlived its runner"
+        with cell_lock(lock.parent):  # the dead cell's lock does not block a re-run
+            pass
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+        if pid is not None and _alive(pid):
+            os.killpg(pid, signal.SIGKILL)  # never leave a training process behind

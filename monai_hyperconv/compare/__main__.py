@@ -19,7 +19,8 @@ EXAMPLES = """examples:
       --algorithms unet unet5 hyper_unet --folds 5 --epochs 100 --set image_size=256 --output runs/lits
   # add the algorithms of an Auto3DSeg work directory to the leaderboard
   python -m monai_hyperconv.compare ... --auto3dseg-workdir ./work_dir
-Running the same command again resumes: finished cells are skipped.
+Running the same command again resumes: finished cells are skipped (the data must be unchanged),
+cells another process is working on are reported busy and not started twice.
 """
 
 
@@ -84,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     failed = [r for r in res["results"] if r.get("status") != "ok"]
     print(open(res["paths"]["markdown"], encoding="utf-8").read())
+    for r in res["results"]:
+        if r.get("status") == "busy":  # not on the leaderboard: say why it is incomplete
+            print(f"not run: {r['error']}", file=sys.stderr)
     return 1 if failed and len(failed) == len(res["results"]) else 0
 
 

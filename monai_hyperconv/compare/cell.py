@@ -19,26 +19,99 @@ Measured (all on the cell's device, the network in eval mode):
 - ``train_time_s``: wall-clock seconds of the bundle's training run (with its one final validation);
 - ``robustness``: ``{noise: {level: metric}}`` on the held-out fold, noise added to the network
   input after preprocessing (:func:`monai_hyperconv.bundle.corrupt`, seeded per noise and level).
+
+The process holds an exclusive lock on ``CELL_DIR/.lock`` (:func:`cell_lock`) for its whole run: a
+second process finds the folder busy and exits with :data:`BUSY_EXIT` without touching it. Started
+by the runner (``MONAI_HYPERCONV_COMPARE_PARENT`` set), it ends itself when the runner is gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import resource
+import signal
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_cell", "CELL_FILE", "RESULT_FILE", "METRIC_FIELDS"]
+__all__ = ["run_cell", "cell_lock", "CellBusyError", "CELL_FILE", "RESULT_FILE", "LOCK_FILE", "BUSY_EXIT",
+           "METRIC_FIELDS"]
 
 CELL_FILE = "cell.json"
 RESULT_FILE = "result.json"
+LOCK_FILE = ".lock"
+#: exit code of a cell process that found its folder locked by another process (``EX_TEMPFAIL``)
+BUSY_EXIT = 75
+#: environment variable: the pid of the runner that started the cell (the cell ends when it is gone)
+PARENT_ENV = "MONAI_HYPERCONV_COMPARE_PARENT"
 METRIC_FIELDS = ("train_metric", "test_metric", "gap", "params", "receptive_field", "gflops", "train_time_s",
                  "latency_ms", "peak_mem_mb", "robust_metric")
+
+
+class CellBusyError(RuntimeError):
+    """Another process holds the cell folder's lock (it is working in that folder)."""
+
+
+@contextlib.contextmanager
+def cell_lock(cell_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``cell_dir/.lock`` while the block runs (POSIX ``flock``, not waiting).
+
+    The OS releases a flock when its holder dies, so a killed cell never blocks a re-run (a pid
+    file would). Where ``fcntl`` is missing (Windows) nothing is locked.
+
+    Raises:
+        CellBusyError: another process holds the lock (the message names the folder and its pid).
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    folder = Path(cell_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            raise CellBusyError(
+                f"cell folder {folder} is busy: another process{f' (pid {holder})' if holder.isdigit() else ''} "
+                f"holds its lock ({LOCK_FILE}) and works in it; not started beside it (re-run when it is done)."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # who holds it, for the busy message
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _end_with_parent() -> None:
+    """End this cell (with its process group) once the runner that started it is gone.
+
+    The runner stops its cells when it exits, but a runner killed with SIGKILL cannot; the cell
+    would then be reparented and go on training beside a re-run.
+    """
+    parent = os.environ.get(PARENT_ENV, "")
+    if not parent.isdigit() or os.name != "posix":
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(0.5)
+        if os.getpgrp() == os.getpid():  # a session leader (started so by the runner): its DataLoader workers too
+            os.killpg(os.getpgrp(), signal.SIGTERM)
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="end-with-runner", daemon=True).start()
 
 
 def _configs(spec: dict) -> list[str]:
@@ -51,6 +124,9 @@ def _overrides(spec: dict, resume: bool) -> dict[str, Any]:
         "bundle_root": spec["cell_dir"],
         "seed": spec["seed"],
         "resume": resume,
+        # the runner owns the cell folder: an unfinished earlier attempt without a checkpoint to resume
+        # is moved to previous_runs/ rather than refused
+        "overwrite": True,
         "device": f"$torch.device({spec['device']!r})",
         spec["network_key"]: spec["network"],
     })
@@ -268,7 +344,19 @@ def _describe(exc: BaseException) -> str:
 
 
 def run_cell(spec: dict) -> dict[str, Any]:
-    """Train and measure one cell (see the module docstring); returns the result dict (also written)."""
+    """Train and measure one cell (see the module docstring) under its folder's lock.
+
+    Returns:
+        the result dict (also written to ``result.json``).
+
+    Raises:
+        CellBusyError: another process works in the cell folder (nothing is written).
+    """
+    with cell_lock(spec["cell_dir"]):
+        return _run_cell(spec)
+
+
+def _run_cell(spec: dict) -> dict[str, Any]:
     import torch
 
     from ..bundle.results import write_json
@@ -336,9 +424,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m monai_hyperconv.compare.cell CELL_DIR/cell.json", file=sys.stderr)
         return 2
+    _end_with_parent()
     with open(argv[0], encoding="utf-8") as f:
         spec = json.load(f)
-    result = run_cell(spec)
+    try:
+        result = run_cell(spec)
+    except CellBusyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return BUSY_EXIT
     print(json.dumps({k: result.get(k) for k in ("algorithm", "fold", "status", "test_metric", "error")}))
     return 0 if result["status"] == "ok" else 1
 

@@ -9,28 +9,40 @@ Every cell runs in its own process (``python -m monai_hyperconv.compare.cell``),
 ``cpu_count // workers`` threads). Finished cells (``result.json`` with status "ok" and the same
 cell spec) are not recomputed; a failed cell (an exception, or a process that died) is recorded
 with its error and the others go on. The leaderboard is rewritten after every cell.
+
+The cell spec includes a fingerprint of the data (:func:`data_fingerprint`), so a rewritten data
+list is never mixed with cells trained on the old one. Each cell process works under its folder's
+lock (:func:`~monai_hyperconv.compare.cell.cell_lock`): a cell another process is working on is
+reported "busy" and not started twice. Cells run in their own process groups, which the runner
+stops when it exits for any reason (an error, Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .cell import CELL_FILE, RESULT_FILE
+from .cell import BUSY_EXIT, CELL_FILE, LOCK_FILE, PARENT_ENV, RESULT_FILE, CellBusyError, cell_lock
 from .spec import DEFAULT_NOISE, TASKS, AlgorithmSpec, bundle_dir, network_config, parse_algorithm
 
-__all__ = ["run_comparison", "plan_cells", "cell_environment", "MANIFEST_FILE", "ComparisonError"]
+__all__ = ["run_comparison", "plan_cells", "cell_environment", "data_fingerprint", "MANIFEST_FILE",
+           "ComparisonError"]
 
 MANIFEST_FILE = "comparison.json"
 #: manifest fields that must match when an output folder is reused (algorithms may be added)
-_SHARED_KEYS = ("task", "bundle", "configs", "dataset_dir", "folds", "budget", "seed", "overrides", "noise")
+_SHARED_KEYS = ("task", "bundle", "configs", "dataset_dir", "data_fingerprint", "folds", "budget", "seed",
+                "overrides", "noise")
 
 
 class ComparisonError(ValueError):
@@ -65,6 +77,44 @@ def _resolve_data(demo_task: str, data: str | os.PathLike | None, output_dir: Pa
     return str(p.resolve()), False
 
 
+def _listed_files(node: Any, root: Path) -> set[str]:
+    """The strings anywhere in a data list that name a file relative to ``root`` (or absolute)."""
+    if isinstance(node, dict):
+        node = list(node.values())
+    if isinstance(node, list):
+        return set().union(*(_listed_files(n, root) for n in node)) if node else set()
+    if not isinstance(node, str) or not node:
+        return set()
+    try:
+        return {os.path.normpath(node)} if (root / node).is_file() else set()
+    except (OSError, ValueError):  # descriptions too long or odd for a path
+        return set()
+
+
+def data_fingerprint(dataset_dir: str | os.PathLike) -> str:
+    """A sha256 of ``dataset_dir/dataset.json``'s bytes and of every file it lists: path, size, mtime_ns.
+
+    Cheap (one ``stat`` per file, no image is read): a rewritten data list, or a listed file that was
+    replaced, edited or merely touched or copied anew, changes it.
+    """
+    root = Path(dataset_dir)
+    raw = (root / "dataset.json").read_bytes()
+    h = hashlib.sha256(raw)
+    for rel in sorted(_listed_files(json.loads(raw), root)):
+        st = (root / rel).stat()
+        h.update(f"\0{rel}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def _set_fingerprint(manifest: dict, cells: list[dict], fingerprint: str | None) -> None:
+    """Put the data fingerprint into the manifest and every cell, and (re)compute the cells' spec hashes."""
+    manifest["data_fingerprint"] = fingerprint
+    for cell in cells:
+        cell["data_fingerprint"] = fingerprint
+        # where a cell lives is not part of what it is (its folder name may change between versions)
+        cell["spec_hash"] = _hash({k: v for k, v in cell.items() if k not in ("cell_dir", "slug", "spec_hash")})
+
+
 def plan_cells(
     task: str,
     algorithms: Sequence[str | AlgorithmSpec],
@@ -82,6 +132,9 @@ def plan_cells(
     latency_reps: int = 10,
 ) -> tuple[dict, list[dict]]:
     """The manifest and the cell specs of a comparison (nothing is run or written).
+
+    Demo data that is not generated yet has no data fingerprint (None): :func:`run_comparison`
+    generates it and then sets the fingerprint.
 
     Args: see :func:`run_comparison`.
     """
@@ -162,9 +215,9 @@ def plan_cells(
                 "has_fold": "fold" in parser.get(),
                 "cell_dir": str(out / "cells" / a.slug / f"fold{f}"),
             }
-            # where a cell lives is not part of what it is (its folder name may change between versions)
-            cell["spec_hash"] = _hash({k: v for k, v in cell.items() if k not in ("cell_dir", "slug")})
             cells.append(cell)
+    has_data = (Path(dataset_dir) / "dataset.json").is_file()
+    _set_fingerprint(manifest, cells, data_fingerprint(dataset_dir) if has_data else None)
     return manifest, cells
 
 
@@ -176,9 +229,16 @@ def _check_manifest(out: Path, manifest: dict) -> dict:
     old = json.loads(path.read_text())
     diff = [k for k in _SHARED_KEYS if json.dumps(old.get(k), sort_keys=True) != json.dumps(manifest.get(k), sort_keys=True)]
     if diff:
+        shown = [k for k in diff if k != "data_fingerprint"]  # a hash says nothing to the user
+        why = [f"different {shown} (was {[old.get(k) for k in shown]}, now {[manifest.get(k) for k in shown]})"] if shown else []
+        if "data_fingerprint" in diff:
+            data = Path(manifest["dataset_dir"]) / "dataset.json"
+            why.append(f"other data: {data} or a file it lists changed since its cells were trained (the list's "
+                       f"content and the files' sizes and modification times are compared)" if old.get("data_fingerprint")
+                       else f"no record of the data it was trained on (made before data fingerprints), so it cannot "
+                            f"be checked against {data}")
         raise ComparisonError(
-            f"{path}: this output folder holds a comparison with different {diff} "
-            f"(was {[old.get(k) for k in diff]}, now {[manifest.get(k) for k in diff]}); "
+            f"{path}: this output folder holds a comparison with {'; and '.join(why)}; "
             f"use another --output folder (nothing was overwritten).")
     known = {a["slug"] for a in old["algorithms"]}
     merged = dict(manifest)
@@ -212,19 +272,102 @@ def cell_environment(device: str, threads: int, base_env: Mapping[str, str] | No
     return env, device
 
 
+def _busy(cell: dict) -> str | None:
+    """Why the cell cannot start now (another process holds its folder's lock), else None.
+
+    Checked before :func:`_launch` writes into the folder; the cell process takes the lock itself,
+    which settles a race between two runners.
+    """
+    if not (Path(cell["cell_dir"]) / LOCK_FILE).is_file():
+        return None
+    try:
+        with cell_lock(cell["cell_dir"]):
+            return None
+    except CellBusyError as e:
+        return str(e)
+
+
+def _busy_row(cell: dict, message: str) -> dict:
+    """The row of a cell another process works on: reported, never written as its result."""
+    res = {k: cell[k] for k in ("algorithm", "name", "options", "fold", "metric_name")}
+    res.update(status="busy", source="compare", cell_dir=cell["cell_dir"], spec_hash=cell["spec_hash"], error=message)
+    return res
+
+
 def _launch(cell: dict, device: str, threads: int) -> subprocess.Popen:
     from ..bundle.results import write_json
 
     cell_dir = Path(cell["cell_dir"])
     cell_dir.mkdir(parents=True, exist_ok=True)
     env, inner = cell_environment(device, threads)
+    env[PARENT_ENV] = str(os.getpid())  # the cell ends itself if this process dies without stopping it
     run_cell = dict(cell, device=inner, threads=threads)
     write_json(run_cell, cell_dir / CELL_FILE)
     log = open(cell_dir / "log.txt", "ab")
+    # its own process group: the runner stops the cell with its DataLoader workers, and a terminal's
+    # Ctrl-C reaches the runner only, which then stops its cells
+    group = {"start_new_session": True} if os.name == "posix" else {}
     proc = subprocess.Popen([sys.executable, "-m", "monai_hyperconv.compare.cell", str(cell_dir / CELL_FILE)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
+                            stdout=log, stderr=subprocess.STDOUT, env=env, **group)
     proc._log = log  # type: ignore[attr-defined]  # closed when the process ends
     return proc
+
+
+def _signal_cell(proc: subprocess.Popen, kill: bool) -> None:
+    """SIGTERM (``kill``: SIGKILL) the cell's process group; terminate/kill the process elsewhere."""
+    if os.name != "posix":
+        if proc.poll() is None and kill:
+            proc.kill()
+        elif proc.poll() is None:
+            proc.terminate()
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+    except OSError:  # the group is gone
+        pass
+
+
+def _stop_cells(procs: Sequence[subprocess.Popen], grace: float = 5.0) -> None:
+    """Stop the cells' process groups: SIGTERM, SIGKILL after ``grace`` seconds; reap them."""
+    for proc in procs:
+        _signal_cell(proc, kill=False)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        _signal_cell(proc, kill=True)  # also the group's leftovers (workers) once the cell itself ended
+        proc.wait()
+        proc._log.close()  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _cells_die_with_runner(running: list[tuple[dict, subprocess.Popen, int]]) -> Iterator[None]:
+    """While the block runs, SIGTERM raises ``SystemExit(143)``; however it ends (also at interpreter
+    exit), the cells still in ``running`` are stopped. The previous SIGTERM handler is restored."""
+
+    def stop() -> None:
+        procs = [proc for _, proc, _ in running]
+        running.clear()
+        _stop_cells(procs)
+
+    def on_sigterm(signum, frame) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = None
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        previous = signal.SIG_DFL if previous is None else previous  # None: a handler not set from Python
+    atexit.register(stop)
+    try:
+        yield
+    finally:
+        try:
+            stop()
+        finally:
+            atexit.unregister(stop)
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 def _collect(cell: dict, proc: subprocess.Popen) -> dict:
@@ -232,6 +375,9 @@ def _collect(cell: dict, proc: subprocess.Popen) -> dict:
     from ..bundle.results import write_json
 
     proc._log.close()  # type: ignore[attr-defined]
+    if proc.returncode == BUSY_EXIT:  # it found another process working in its folder (whose log it shares)
+        return _busy_row(cell, _busy(cell) or f"cell folder {cell['cell_dir']} was busy: another process held its "
+                                              f"lock ({LOCK_FILE}); not started beside it (re-run when it is done).")
     path = Path(cell["cell_dir"]) / RESULT_FILE
     res = None
     if path.is_file():
@@ -250,9 +396,10 @@ def _collect(cell: dict, proc: subprocess.Popen) -> dict:
 
 
 def _cell_line(res: dict, metric: str) -> str:
-    return (f"{res['algorithm']} fold {res['fold']}: "
-            + (f"test {metric} {res['test_metric']:.4f}" if res["status"] == "ok"
-               else f"FAILED ({str(res['error']).splitlines()[0][:200]})"))
+    if res["status"] == "ok":
+        return f"{res['algorithm']} fold {res['fold']}: test {metric} {res['test_metric']:.4f}"
+    what = "BUSY" if res["status"] == "busy" else "FAILED"
+    return f"{res['algorithm']} fold {res['fold']}: {what} ({str(res['error']).splitlines()[0][:300]})"
 
 
 def run_comparison(
@@ -297,6 +444,8 @@ def run_comparison(
         latency_reps: timed forwards per latency measurement.
         progress: a tqdm bar over cells and one line per finished cell.
         retry_failed: re-run cells recorded as failed (default); ``False`` keeps their recorded error.
+            A cell whose folder another process has locked is not run: its row has status "busy"
+            (not on the leaderboard, no ``result.json`` written).
         isolate: one process per cell (default). ``False`` runs the cells one after the other in
             this process (``workers`` must be 1): no process start-up per cell, for smoke runs and
             tests; a crash then stops the run, and ``peak_mem_mb`` is this process's running peak.
@@ -321,14 +470,16 @@ def run_comparison(
 
         # prefixed, so an Auto3DSeg "hyperunet" is not averaged with a runner "hyperunet"
         extra_rows += [dict(r, algorithm=f"auto3dseg:{r['algorithm']}") for r in read_auto3dseg_workdir(wd)]
-    manifest = _check_manifest(out, manifest)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(manifest, out / MANIFEST_FILE)
-    if manifest["is_demo"] and not Path(manifest["dataset_dir"]).exists():
-        # generate the demo once here, not concurrently in every worker
+    if manifest["data_fingerprint"] is None:
+        # the demo, generated once here (not concurrently in every worker) and before the
+        # fingerprint, which then stays the same on every re-run
         from ..data import ensure_demo
 
         ensure_demo(manifest["demo_task"], manifest["dataset_dir"])
+        _set_fingerprint(manifest, cells, data_fingerprint(manifest["dataset_dir"]))
+    manifest = _check_manifest(out, manifest)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(manifest, out / MANIFEST_FILE)
 
     results: dict[str, dict] = {}
     todo = []
@@ -364,44 +515,57 @@ def run_comparison(
     rank = {a["text"]: i for i, a in enumerate(manifest["algorithms"])}
 
     def refresh() -> dict:
-        ordered = earlier + [results[c["cell_dir"]] for c in cells if c["cell_dir"] in results]
+        # a busy cell is someone else's work in progress: not a result
+        ordered = earlier + [results[c["cell_dir"]] for c in cells
+                             if results.get(c["cell_dir"], {}).get("status") not in (None, "busy")]
         ordered.sort(key=lambda r: (rank.get(r["algorithm"], len(rank)), r.get("fold", 0)))  # manifest order
         return write_outputs(ordered + extra_rows, manifest, out)
 
     running: list[tuple[dict, subprocess.Popen, int]] = []  # (cell, process, worker slot)
     free = list(range(workers))
     paths = refresh()
-    while todo and not isolate:  # in this process, one after the other
-        from .cell import run_cell
 
-        cell = todo.pop(0)
-        spec = dict(cell, device=devs[0], threads=None)
-        write_json(spec, Path(cell["cell_dir"]) / CELL_FILE)  # as an isolated cell: re-runnable on its own
-        res = run_cell(spec)
+    def record(cell: dict, res: dict) -> None:
+        nonlocal paths
         results[cell["cell_dir"]] = res
         paths = refresh()
         if bar is not None:
             bar.write(_cell_line(res, manifest["metric"]))
             bar.update(1)
-    while todo or running:
-        while todo and free:
-            slot = free.pop(0)
+
+    with _cells_die_with_runner(running):
+        while todo and not isolate:  # in this process, one after the other
+            from .cell import run_cell
+
             cell = todo.pop(0)
-            proc = _launch(cell, devs[slot % len(devs)], threads)
-            running.append((cell, proc, slot))
-        time.sleep(0.2)
-        for item in list(running):
-            cell, proc, slot = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            free.append(slot)
-            res = _collect(cell, proc)
-            results[cell["cell_dir"]] = res
-            paths = refresh()
-            if bar is not None:
-                bar.write(_cell_line(res, manifest["metric"]))
-                bar.update(1)
+            busy = _busy(cell)
+            if busy is None:
+                spec = dict(cell, device=devs[0], threads=None)
+                write_json(spec, Path(cell["cell_dir"]) / CELL_FILE)  # as an isolated cell: re-runnable on its own
+                try:
+                    res = run_cell(spec)
+                except CellBusyError as e:  # locked between the check and the start
+                    res = _busy_row(cell, str(e))
+            else:
+                res = _busy_row(cell, busy)
+            record(cell, res)
+        while todo or running:
+            while todo and free:
+                cell = todo.pop(0)
+                busy = _busy(cell)
+                if busy is not None:
+                    record(cell, _busy_row(cell, busy))
+                    continue
+                slot = free.pop(0)
+                running.append((cell, _launch(cell, devs[slot % len(devs)], threads), slot))
+            time.sleep(0.2)
+            for item in list(running):
+                cell, proc, slot = item
+                if proc.poll() is None:
+                    continue
+                running.remove(item)
+                free.append(slot)
+                record(cell, _collect(cell, proc))
     if bar is not None:
         bar.close()
         print(f"leaderboard: {paths['markdown']}\n            {paths['csv']}\nper-fold results: {paths['json']}")
