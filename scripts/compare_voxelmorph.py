@@ -25,7 +25,7 @@ from monai.networks.blocks import Warp
 
 from monai_hyperconv.losses import RegistrationLoss
 from monai_hyperconv.metrics import folding_fraction, registration_dice, warp_labels
-from monai_hyperconv.networks.registration import RegistrationNet
+from monai_hyperconv.hypernets.registration import RegistrationNet
 
 
 def smooth_field(n: int, size: int, amplitude: float, generator: torch.Generator) -> torch.Tensor:

@@ -155,7 +155,7 @@ def test_bad_inputs(tmp_path):
 
 
 def test_mismatched_pair_error():
-    from monai_hyperconv.hypernets.workflow import RegistrationInferer
+    from monai_hyperconv.bundle import RegistrationInferer
     from monai_hyperconv.networks import create_network
 
     net = create_network("sshn_registration", spatial_dims=2, in_channels=1, features=4, n_stages=3).eval()

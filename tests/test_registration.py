@@ -8,7 +8,7 @@ from monai.networks.nets import VoxelMorph
 from monai_hyperconv.losses import RegistrationLoss
 from monai_hyperconv.metrics import folding_fraction, jacobian_determinant, registration_dice, warp_labels
 from monai_hyperconv.networks import create_network
-from monai_hyperconv.networks.registration import RegistrationNet
+from monai_hyperconv.hypernets.registration import RegistrationNet
 
 
 @pytest.fixture(autouse=True)

@@ -82,6 +82,25 @@ from .preflight import (
     preflight,
     remove_stale_temp_files,
 )
+from .registration import (
+    PAIR_KEYS,
+    RegistrationInferer,
+    RegistrationLossAdapter,
+    inference_pairs,
+    make_pairs,
+    registration_datalists,
+    registration_step,
+    split_pair_batch,
+)
+from .scale_space import (
+    LossSchedule,
+    ParetoSweep,
+    PhiInferer,
+    export_materialized,
+    materialized_network,
+    read_pareto_csv,
+    select_phi,
+)
 from .robustness import NOISE_TYPES, corrupt, noise_robustness
 from .results import (
     EvaluationReport,
@@ -107,4 +126,7 @@ __all__ = [
     "TrainingCurves", "EvaluationReport", "describe_network", "noise_robustness", "corrupt", "NOISE_TYPES",
     "init_distributed", "cleanup_distributed", "dist_backend", "dist_device", "ddp", "is_main_process", "get_rank",
     "get_world_size",
+    "PhiInferer", "LossSchedule", "ParetoSweep", "read_pareto_csv", "select_phi", "materialized_network",
+    "export_materialized", "PAIR_KEYS", "make_pairs", "registration_datalists", "inference_pairs", "split_pair_batch",
+    "RegistrationInferer", "RegistrationLossAdapter", "registration_step",
 ]

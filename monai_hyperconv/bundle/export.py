@@ -58,6 +58,13 @@ def bake_checkpoint(network: torch.nn.Module, ckpt_file: str | os.PathLike | Non
     return bake(net).eval()
 
 
+def _max_diff(a, b) -> float:
+    """Largest absolute difference of two outputs (tensors, or tuples/lists of tensors)."""
+    if isinstance(a, (tuple, list)):
+        return max(_max_diff(x, y) for x, y in zip(a, b))
+    return float((a - b).abs().max().item())
+
+
 def export_baked(
     network: torch.nn.Module,
     ckpt_file: str | os.PathLike | None,
@@ -74,7 +81,8 @@ def export_baked(
         network: the (hyper/adaptive) network as built by the bundle's ``network_def``.
         ckpt_file: weights (``models/model.pt`` or ``models/checkpoint_last.pt``); None: as is.
         filepath: output; ``.ts``/``.pt`` -> TorchScript (traced), ``.pt2`` -> ``torch.export``.
-        input_shape: example input shape incl. batch, e.g. ``[1, 1, 256, 256]``.
+        input_shape: example input shape incl. batch, e.g. ``[1, 1, 256, 256]``, or a list of shapes
+            for a network of several inputs (registration: ``[moving_shape, fixed_shape]``).
         method: "torchscript" or "export"; default from the suffix.
         key: checkpoint key of the weights (auto-detected if None).
         atol: max abs difference allowed between the baked export and the original network.
@@ -87,27 +95,29 @@ def export_baked(
     method = method or ("export" if out.suffix == ".pt2" else "torchscript")
     if method not in ("torchscript", "export"):
         raise ValueError(f"method must be 'torchscript' or 'export', got {method!r}.")
+    shapes = list(input_shape)
+    if not (shapes and isinstance(shapes[0], (list, tuple))):
+        shapes = [shapes]  # one input
     net = unwrap(network).to(device)
     if ckpt_file is not None:
         load_weights(net, ckpt_file, key)
     net.eval()
     baked = bake_checkpoint(net).to(device)
-    x = torch.rand(*[int(s) for s in input_shape], device=device)
+    xs = tuple(torch.rand(*[int(v) for v in s], device=device) for s in shapes)
     with torch.no_grad():
-        ref = net(x)
-        got = baked(x)
-        err = (ref - got).abs().max().item()
+        ref = net(*xs)
+        err = _max_diff(ref, baked(*xs))
         if err > atol:
             raise RuntimeError(f"baked network differs from the original by {err:.2e} > {atol}.")
         if method == "torchscript":
-            mod = torch.jit.trace(baked, x, check_trace=False)
+            mod = torch.jit.trace(baked, xs, check_trace=False)
             atomic_write(out, lambda p: torch.jit.save(mod, p))
             exported = torch.jit.load(str(out), map_location=device)
         else:
-            ep = torch.export.export(baked, (x,))
+            ep = torch.export.export(baked, xs)
             atomic_write(out, lambda p: torch.export.save(ep, p))
             exported = torch.export.load(str(out)).module()
-        err2 = (exported(x) - ref).abs().max().item()
+        err2 = _max_diff(ref, exported(*xs))
     if err2 > atol:
         raise RuntimeError(f"exported model differs from the original by {err2:.2e} > {atol}.")
     atomic_save(baked.cpu().state_dict(), out.with_name(out.stem + "_weights.pt"))

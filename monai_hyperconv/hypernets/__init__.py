@@ -5,7 +5,7 @@ Importing this package registers in :func:`monai_hyperconv.networks.create_netwo
 phi = 0.5), ``"stochastic_unet"`` (Stochastic baseline, phi ~ U(0, 0.5) in training),
 ``"sshn_unet"`` (the hypernetwork), ``"film_unet"`` (FiLM baseline), and the registration
 networks ``"registration_unet"`` and ``"sshn_registration"``
-(:mod:`monai_hyperconv.networks.registration`, imported when built).
+(:class:`~monai_hyperconv.hypernets.registration.RegistrationNet`).
 """
 
 from ..networks.registry import register_network
@@ -13,17 +13,13 @@ from .predicted import FiLM, PhiHypernetwork, PredictedConv, ThetaSlot
 from .resize import VariableResize, check_phi, check_phi_prior, resolve_phi, sample_phi, scaled_size
 from .sshn import FiLMScaleSpaceUNet, ScaleSpaceHyperUNet
 from .unet import MaterializedNetwork, ScaleSpaceUNet
+from .registration import RegistrationNet
 
-from . import workflow  # noqa: E402  (MONAI engine glue for phi-conditioned networks)
-from .workflow import (  # noqa: E402
-    LossSchedule, ParetoSweep, PhiInferer, export_materialized, materialized_network, select_phi,
-)
 
 __all__ = [
-    "workflow", "PhiInferer", "LossSchedule", "ParetoSweep", "select_phi", "materialized_network", "export_materialized",
     "VariableResize", "scaled_size", "check_phi", "check_phi_prior", "resolve_phi", "sample_phi",
     "ScaleSpaceUNet", "MaterializedNetwork", "ScaleSpaceHyperUNet", "FiLMScaleSpaceUNet",
-    "PredictedConv", "FiLM", "PhiHypernetwork", "ThetaSlot",
+    "PredictedConv", "FiLM", "PhiHypernetwork", "ThetaSlot", "RegistrationNet",
     "fixed_unet", "stochastic_unet",
 ]
 
@@ -43,15 +39,11 @@ def stochastic_unet(
 
 def _registration_unet(**kwargs):
     """VoxelMorph-style registration network (MONAI VoxelMorph + our scale-space UNet backbone)."""
-    from ..networks.registration import RegistrationNet  # lazy: networks.registration imports this package
-
     return RegistrationNet(**kwargs)
 
 
 def _sshn_registration(**kwargs):
     """Registration network whose backbone is a scale-space hypernetwork (paper 002 Sec. 4.1)."""
-    from ..networks.registration import RegistrationNet
-
     kwargs.setdefault("backbone", "sshn")
     return RegistrationNet(**kwargs)
 

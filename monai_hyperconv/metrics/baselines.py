@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-__all__ = ["dice_score", "fit_band_threshold", "band_threshold_dice", "lesion_baselines", "demo_baselines", "format_baselines"]
+__all__ = ["dice_score", "fit_band_threshold", "band_threshold_dice", "lesion_baselines", "demo_baselines", "format_baselines",
+           "majority_atlas_dice", "identity_registration_dice"]
 
 
 def dice_score(pred: np.ndarray, ref: np.ndarray) -> float:
@@ -219,3 +221,50 @@ def format_baselines(res: dict[str, Any]) -> str:
         per = ", ".join("n/a" if x is None else f"{x:.3f}" for x in v["per_volume"])
         lines.append(f"| {name} | {v['mean']:.3f} | {per} |")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- label-map baselines
+def _load_label(path: str) -> np.ndarray:
+    import nibabel as nib
+
+    return np.asanyarray(nib.load(path).dataobj).round().astype(np.int64)
+
+
+def majority_atlas_dice(train_items: Sequence[Mapping], val_items: Sequence[Mapping], label_key: str = "label") -> dict:
+    """Trivial segmentation baseline: predict, at every pixel, the training set's most frequent label.
+
+    Returns ``{"atlas_dice": mean foreground Dice over validation cases, "background_dice": Dice of an
+    all-background prediction (0 unless a case has no foreground), "n": cases}`` (same Dice
+    convention as :func:`monai_hyperconv.metrics.dice_per_sample`). Needs equal image sizes.
+    """
+    from .registration import label_dice
+
+    train = np.stack([_load_label(it[label_key]) for it in train_items])
+    n_cls = int(max(train.max(), max(_load_label(it[label_key]).max() for it in val_items))) + 1
+    counts = np.stack([(train == c).sum(0) for c in range(n_cls)])
+    atlas = torch.from_numpy(counts.argmax(0))[None]
+    atlas_scores, bg_scores = [], []
+    for it in val_items:
+        y = torch.from_numpy(_load_label(it[label_key]))[None]
+        if y.shape != atlas.shape:
+            raise ValueError(f"majority_atlas_dice needs one image size: {it[label_key]} is {tuple(y.shape[1:])}, "
+                             f"the atlas {tuple(atlas.shape[1:])}.")
+        atlas_scores.append(float(label_dice(atlas, y, range(1, n_cls)).mean()))
+        bg_scores.append(float(label_dice(torch.zeros_like(y), y, range(1, n_cls)).mean()))
+    return {"atlas_dice": float(np.mean(atlas_scores)), "background_dice": float(np.mean(bg_scores)), "n": len(val_items)}
+
+
+def identity_registration_dice(pairs: Sequence[Mapping]) -> dict:
+    """Trivial registration baseline: no deformation (the moving labels compared with the fixed labels as they are).
+
+    Returns ``{"identity_dice": mean over pairs of the mean foreground Dice, "n": pairs}``.
+    """
+    from .registration import label_dice
+
+    scores = []
+    for it in pairs:
+        fixed = torch.from_numpy(_load_label(it["fixed_label"]))[None]
+        moving = torch.from_numpy(_load_label(it["moving_label"]))[None]
+        labs = [int(v) for v in torch.unique(torch.cat([fixed.flatten(), moving.flatten()])).tolist() if v != 0]
+        scores.append(float(label_dice(moving, fixed, labs).mean()))
+    return {"identity_dice": float(np.mean(scores)), "n": len(scores)}

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Dict, Optional, Sequence, Union
 
 import torch
+from monai.metrics import CumulativeIterationMetric
 from monai.networks.blocks import Warp
 
-__all__ = ["warp_labels", "label_dice", "registration_dice", "jacobian_determinant", "folding_fraction"]
+__all__ = ["warp_labels", "label_dice", "registration_dice", "jacobian_determinant", "folding_fraction", "FoldingFraction"]
 
 
 def _check_ddf(ddf: torch.Tensor) -> int:
@@ -103,3 +104,24 @@ def folding_fraction(ddf: torch.Tensor) -> torch.Tensor:
     """Fraction of voxels with a non-positive Jacobian determinant (folding), per sample ``(B,)``."""
     det = jacobian_determinant(ddf)
     return (det <= 0).flatten(1).double().mean(1)
+
+
+class FoldingFraction(CumulativeIterationMetric):
+    """MONAI metric: fraction of voxels with a non-positive Jacobian determinant of ``x + ddf(x)``.
+
+    ``y_pred`` is the ddf ``(B, d, *spatial)``; ``y`` is ignored. Use with ``IgniteMetricHandler``
+    and ``MetricsSaver`` for per-case values.
+    """
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.reduction = reduction
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        return folding_fraction(torch.as_tensor(y_pred)).float().reshape(-1, 1)
+
+    def aggregate(self, reduction: str | None = None):  # type: ignore[override]
+        data = self.get_buffer()
+        if not isinstance(data, torch.Tensor):
+            raise ValueError("the data to aggregate must be a PyTorch Tensor.")
+        return data.mean() if (reduction or self.reduction) == "mean" else data

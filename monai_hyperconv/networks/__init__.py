@@ -12,7 +12,6 @@ from .flat import FlatResidualBlock, FlatResidualCNN
 from .multibranch import MultiBranchUNet
 from .receptive_field import chain_receptive_field, receptive_field
 from .registry import create_network, list_networks, network_entry, register_network
-from .registration import RegistrationNet
 from .hyperseg import HyperSegNet, PatchHyperNetwork, patchwise_conv  # registers "hyperseg"
 from .first_layer import FirstLayerUNet  # registers "first_layer_unet"
 from .unet import PaperUNet
@@ -24,5 +23,5 @@ __all__ = [
     "PaperUNet", "MultiBranchUNet", "FlatResidualCNN", "FlatResidualBlock", "SimpleCNN", "SmallResNet",
     "PreActResidualBlock", "ConvNormAct", "DoubleConv", "NonLocalBlock",
     "receptive_field", "chain_receptive_field", "count_parameters", "parameter_table", "format_parameter_table",
-    "PAPER_ROWS", "init_output_layer", "output_layer", "RegistrationNet", "HyperSegNet", "PatchHyperNetwork", "patchwise_conv", "FirstLayerUNet",
+    "PAPER_ROWS", "init_output_layer", "output_layer", "HyperSegNet", "PatchHyperNetwork", "patchwise_conv", "FirstLayerUNet",
 ]

@@ -59,10 +59,8 @@ import torch.nn.functional as F
 
 from monai_hyperconv.bundle import write_csv, write_json, write_markdown
 from monai_hyperconv.compare import experiment_report
-from monai_hyperconv.hypernets import (
-    FiLMScaleSpaceUNet, LossSchedule, PhiInferer, ScaleSpaceHyperUNet, fixed_unet, stochastic_unet,
-)
-from monai_hyperconv.hypernets.workflow import registration_step
+from monai_hyperconv.bundle import LossSchedule, PhiInferer, registration_step
+from monai_hyperconv.hypernets import FiLMScaleSpaceUNet, ScaleSpaceHyperUNet, fixed_unet, stochastic_unet
 from monai_hyperconv.metrics import choose_phi, dice_per_sample, label_dice, pareto_front, pareto_sweep, plot_pareto
 from monai_hyperconv.utils import atomic_write
 
@@ -654,7 +652,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     log("transfer done")
 
     # ------------------------------------------------------------------ 5. registration (Fig 6)
-    from monai_hyperconv.networks.registration import RegistrationNet
+    from monai_hyperconv.hypernets.registration import RegistrationNet
 
     def pairs(x: torch.Tensor, y: torch.Tensor) -> Dict[str, torch.Tensor]:
         j = torch.roll(torch.arange(len(x)), -1)

@@ -24,8 +24,8 @@ from monai.networks.nets import VoxelMorph
 from torch import nn
 
 from ..layers.base import GeneratedConv
-from ..hypernets.sshn import FiLMScaleSpaceUNet, ScaleSpaceHyperUNet
-from ..hypernets.unet import MaterializedNetwork, ScaleSpaceUNet
+from .sshn import FiLMScaleSpaceUNet, ScaleSpaceHyperUNet
+from .unet import MaterializedNetwork, ScaleSpaceUNet
 
 __all__ = ["RegistrationNet"]
 
