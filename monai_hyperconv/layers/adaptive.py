@@ -11,7 +11,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch import nn
 
-from .base import GeneratedConv, _compiling, dim_variant
+from .base import ConvNdSignature, GeneratedConv, _compiling
 
 __all__ = ["AdaptiveConv", "AdaptiveConv1d", "AdaptiveConv2d", "AdaptiveConv3d"]
 
@@ -178,6 +178,19 @@ class AdaptiveConv(GeneratedConv):
         return super().extra_repr() + f", sigma_bounds={tuple(round(b, 4) for b in self.sigma_bounds)}"
 
 
-AdaptiveConv1d = dim_variant(AdaptiveConv, 1)
-AdaptiveConv2d = dim_variant(AdaptiveConv, 2)
-AdaptiveConv3d = dim_variant(AdaptiveConv, 3)
+class AdaptiveConv1d(ConvNdSignature, AdaptiveConv):
+    """1-D :class:`AdaptiveConv` with ``nn.Conv1d``'s constructor signature (what MONAI's ``Conv`` factory builds)."""
+
+    _dims = 1
+
+
+class AdaptiveConv2d(ConvNdSignature, AdaptiveConv):
+    """2-D :class:`AdaptiveConv` with ``nn.Conv2d``'s constructor signature (what MONAI's ``Conv`` factory builds)."""
+
+    _dims = 2
+
+
+class AdaptiveConv3d(ConvNdSignature, AdaptiveConv):
+    """3-D :class:`AdaptiveConv` with ``nn.Conv3d``'s constructor signature (what MONAI's ``Conv`` factory builds)."""
+
+    _dims = 3

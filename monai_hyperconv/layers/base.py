@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GeneratedConv", "dim_variant", "ensure_tuple_dims", "conv_class", "conv_transpose_class"]
+__all__ = ["GeneratedConv", "ConvNdSignature", "dim_variant", "ensure_tuple_dims", "conv_class", "conv_transpose_class"]
 
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONVT_FN = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -346,6 +346,21 @@ class GeneratedConv(nn.Module):
         if self.padding_mode != "zeros":
             s += f", padding_mode={self.padding_mode}"
         return s
+
+
+class ConvNdSignature:
+    """Mixin giving a generated conv ``nn.ConvNd``'s constructor ``(in, out, kernel_size, stride, padding,
+    dilation, groups, bias, padding_mode, **kwargs)``, with ``spatial_dims`` from the class (``_dims``).
+
+    ``class HyperConv2d(ConvNdSignature, HyperConv): _dims = 2`` is what MONAI's ``Conv`` factory builds.
+    """
+
+    _dims: int = 0
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode="zeros", **kwargs):
+        super().__init__(self._dims, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, **kwargs)
 
 
 def dim_variant(base: type, dims: int) -> type:

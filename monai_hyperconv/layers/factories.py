@@ -23,9 +23,10 @@ _REGISTRY: Dict[str, Dict[int, Type[GeneratedConv]]] = {}
 def register_generated_conv(name: str, cls: Type[GeneratedConv], variants: Sequence[type] = ()) -> None:
     """Register a :class:`GeneratedConv` subclass under ``name`` in MONAI's ``Conv`` factory.
 
-    After this, ``Conv[name, d]`` returns a class with ``nn.ConvNd``'s constructor signature, so
-    ``monai.networks.blocks.Convolution(conv_only=True, ...)`` and every MONAI block that asks the
-    factory can build it.
+    After this, ``Conv[name, d]`` returns a class with ``nn.ConvNd``'s constructor signature, so code
+    that asks the factory by name builds it. MONAI's own blocks (``Convolution``, ``UNet``, ...)
+    always ask for ``Conv.CONV``; to put generated convs into them use
+    :func:`monai_hyperconv.layers.convert` on the built network.
 
     Args:
         name: factory name (upper-cased by MONAI), e.g. ``"HYPER"``.

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import GeneratedConv, dim_variant
+from .base import ConvNdSignature, GeneratedConv
 
 __all__ = ["HyperConv", "HyperConv1d", "HyperConv2d", "HyperConv3d", "hyperconv_num_params"]
 
@@ -257,6 +257,19 @@ class HyperConv(GeneratedConv):
         return s if self.equalize_updates else s + ", equalize_updates=False"
 
 
-HyperConv1d = dim_variant(HyperConv, 1)
-HyperConv2d = dim_variant(HyperConv, 2)
-HyperConv3d = dim_variant(HyperConv, 3)
+class HyperConv1d(ConvNdSignature, HyperConv):
+    """1-D :class:`HyperConv` with ``nn.Conv1d``'s constructor signature (what MONAI's ``Conv`` factory builds)."""
+
+    _dims = 1
+
+
+class HyperConv2d(ConvNdSignature, HyperConv):
+    """2-D :class:`HyperConv` with ``nn.Conv2d``'s constructor signature (what MONAI's ``Conv`` factory builds)."""
+
+    _dims = 2
+
+
+class HyperConv3d(ConvNdSignature, HyperConv):
+    """3-D :class:`HyperConv` with ``nn.Conv3d``'s constructor signature (what MONAI's ``Conv`` factory builds)."""
+
+    _dims = 3
