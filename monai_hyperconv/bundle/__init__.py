@@ -27,8 +27,8 @@ Checkpoints (train.json ``train#handlers``; validation ``validate#handlers``)::
 
 Before training (first item of ``initialize``): ``preflight`` rejects unknown or mistyped
 command-line overrides and bad numeric settings, refuses to replace an earlier run unless
-``--resume true`` or ``--overwrite true`` (which moves it to ``previous_runs/<time>/``), and removes
-temporary files of a killed save. During training ``NonFiniteGuard`` (first train handler) stops the
+``--resume true`` or ``--overwrite true`` (which moves it to ``previous_runs/<time>/``);
+``CheckpointManager`` removes temporary files of a killed save when training starts. During training ``NonFiniteGuard`` (first train handler) stops the
 run (or skips the step) on a NaN/inf loss or gradient, before the update.
 
 Every file is written via a temporary file + ``os.replace`` on rank 0 only (never a network with

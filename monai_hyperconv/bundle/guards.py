@@ -119,10 +119,10 @@ class NonFiniteGuard:
         self._buffers = [(b, b.detach().clone()) for b in self.network.buffers() if b.is_floating_point()]
 
     def _pre_step(self, optimizer, args, kwargs) -> None:
-        for group in optimizer.param_groups:
+        for g, group in enumerate(optimizer.param_groups):
             for i, p in enumerate(group["params"]):
                 if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
-                    name = f"param_groups[{optimizer.param_groups.index(group)}]['params'][{i}] {tuple(p.shape)}"
+                    name = f"param_groups[{g}]['params'][{i}] {tuple(p.shape)}"
                     if self.policy == "skip":
                         for g in optimizer.param_groups:  # no gradient: the optimiser leaves these alone
                             for q in g["params"]:

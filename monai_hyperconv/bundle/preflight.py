@@ -15,8 +15,10 @@ so that, before the network, the data or a TensorBoard writer exist,
   finite number, ...);
 * an earlier run in the output folders is never replaced silently: without ``--resume true`` or
   ``--overwrite true`` the run stops; with ``--overwrite true`` the earlier run's folders are moved
-  to ``<parent of ckpt_dir>/previous_runs/<UTC time>/`` (nothing is deleted);
-* temporary files left by a save that was killed (``.<name>.<hex>.tmp.<ext>``) are removed.
+  to ``<parent of ckpt_dir>/previous_runs/<UTC time>/`` (nothing is deleted).
+
+:func:`remove_stale_temp_files` (temporary files of a killed save, ``.<name>.<hex>.tmp.<ext>``) is
+called by :class:`~monai_hyperconv.bundle.CheckpointManager` when training starts.
 """
 
 from __future__ import annotations
@@ -301,15 +303,12 @@ def preflight(ckpt_dir: str | os.PathLike, log_dir: str | os.PathLike | None = N
             ``python -m monai.bundle run`` command line.
 
     Returns:
-        ``{"moved_to": folder or None, "removed_temp_files": [...]}``.
+        ``{"moved_to": folder or None}``.
     """
-    cli = cli_overrides(argv)
-    if cli is not None and cli[0].get("config_file"):
-        check_overrides(cli[0]["config_file"], cli[1])
+    check_command_line(argv)
     check_settings({"resume": resume, "overwrite": overwrite, **dict(settings or {})})
-    moved = guard_outputs(ckpt_dir, log_dir, output_dir, resume=as_bool(resume, "resume"), overwrite=as_bool(overwrite, "overwrite"))
-    removed = remove_stale_temp_files(ckpt_dir) if is_main_process() else []
-    return {"moved_to": str(moved) if moved else None, "removed_temp_files": removed}
+    moved = guard_outputs(ckpt_dir, log_dir, output_dir, resume=resume, overwrite=overwrite)
+    return {"moved_to": str(moved) if moved else None}
 
 
 def check_command_line(argv: Sequence[str] | None = None) -> None:
