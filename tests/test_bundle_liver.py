@@ -119,8 +119,13 @@ def test_train_evaluate_infer_end_to_end(trained, data):
     models = root / "models"
     assert (models / "model.pt").is_file() and (models / "checkpoint_last.pt").is_file()
     ck = torch.load(models / "checkpoint_last.pt", weights_only=False)
-    assert {"network", "optimizer", "lr_scheduler", "trainer", "best", "curves"} <= set(ck)
+    assert {"network", "optimizer", "lr_scheduler", "trainer", "best", "curves", "weight_average"} <= set(ck)
     assert ck["epoch"] == 1 and ck["best"]["best_epoch"] == 1
+    # the saved model is the weight average of the best (here: the only) epoch, not the last weights
+    ema = ck["weight_average"]
+    assert ema["num_updates"] == trainer.state.iteration and ema["decay"] == 0.99
+    model = torch.load(models / "model.pt", weights_only=False)
+    assert same_weights(model, ema["module"]) and not same_weights(model, ck["network"])
     log = list(csv.DictReader(open(root / "eval" / "training_log.csv")))
     assert [r["epoch"] for r in log] == ["1"] and 0.0 <= float(log[0]["val_mean_dice"]) <= 1.0
     assert (root / "eval" / "training_curves.png").is_file()

@@ -58,6 +58,7 @@ statement by MONAI; use ``_target_`` dotted paths (or ``"$from monai_hyperconv.b
 in ``imports``).
 """
 
+from .averaging import WeightAverage
 from .checkpoint import BestModelSaver, CheckpointManager, atomic_save, random_states, set_random_states, unwrap
 from .data import DatasetError, image_channels, list_inputs, prepare_dataset, select_fold, validate_datalist
 from .distributed import (
@@ -118,7 +119,7 @@ from .results import (
 __all__ = [
     "DatasetError", "prepare_dataset", "validate_datalist", "select_fold", "list_inputs", "image_channels",
     "CheckpointManager", "BestModelSaver", "atomic_save", "unwrap", "random_states", "set_random_states",
-    "NonFiniteGuard", "NonFiniteError", "assert_finite",
+    "WeightAverage", "NonFiniteGuard", "NonFiniteError", "assert_finite",
     "preflight", "check_command_line", "check_overrides", "check_settings", "guard_outputs", "remove_stale_temp_files",
     "ConfigOverrideError", "OutputExistsError",
     "export_baked", "bake_checkpoint", "load_weights",

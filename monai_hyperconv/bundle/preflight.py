@@ -94,6 +94,8 @@ SETTING_RULES: dict[str, tuple[Any, str]] = {
     "resume": (_bool, "true or false"),
     "overwrite": (_bool, "true or false"),
     "amp": (_bool, "true or false"),
+    "ema_decay": (lambda v: not isinstance(v, bool) and isinstance(v, (int, float)) and 0.0 <= v < 1.0,
+                  "a number in [0, 1) (0: no weight average)"),
 }
 
 
