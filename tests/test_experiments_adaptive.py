@@ -1,5 +1,9 @@
-"""scripts/experiments/adaptive_kernels.py --smoke: outputs exist, tables are right, numbers finite and in range."""
+"""scripts/experiments/adaptive_kernels.py --smoke: outputs exist, tables are right, numbers finite and in range.
 
+The command line is the script's (``load_script``); the parts are ``monai_hyperconv.experiments.adaptive_kernels``.
+"""
+
+import argparse
 import csv
 import json
 import math
@@ -10,6 +14,7 @@ import pytest
 import torch
 
 from monai_hyperconv.compare import read_report
+from monai_hyperconv.experiments import adaptive_kernels as ak
 from monai_hyperconv.layers import AdaptiveConv
 from monai_hyperconv.networks import create_network
 from monai_hyperconv.networks.first_layer import FirstLayerUNet
@@ -88,23 +93,22 @@ def test_filters_table(smoke):
     assert "Scale:" in md and md.count("| ACONV |") == len(FILTERS) + 1  # + the mean row
 
 
-def test_filters_learn(script):
+def test_filters_learn():
     """Both layers fit the targets when trained a little longer than the smoke run (still seconds)."""
     import tempfile
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as d:
-        args = script.parse_args(["--parts", "filters", "--out", d, "--filter-size", "32", "--filter-iters", "150",
-                                  "--threads", "1"])
-        res = script.run_filters(args, torch.device("cpu"), d)
+        args = argparse.Namespace(filter_size=32, filter_iters=150, filter_lr=0.1, clip=1.0, seed=0)
+        res = ak.run_filters(args, torch.device("cpu"), d)
     for m in ("conv", "adaptive"):
-        init = np.mean([r["initial_mse"] for r in res["rows"] if r["method"] == script.CONVS[m]])
+        init = np.mean([r["initial_mse"] for r in res["rows"] if r["method"] == ak.CONVS[m]])
         assert res["mean_final_mse"][m] < 0.05 * init
     assert all(1 / 9 - 1e-6 <= s <= 9 + 1e-6 for s in res["sigma_final"])
 
 
-def test_target_filters(script):
-    t = script.target_filters()
+def test_target_filters():
+    t = ak.target_filters()
     assert list(t) == FILTERS
     for name, k in t.items():
         assert k.shape == (9, 9)
@@ -115,10 +119,10 @@ def test_target_filters(script):
     assert np.allclose(t["sobel_y"], t["sobel_x"].T)
 
 
-def test_classify_table(smoke, script):
+def test_classify_table(smoke):
     out, res = smoke
     rows = _csv(out / "classify.csv")
-    assert list(rows[0]) == script.CLASSIFY_COLUMNS
+    assert list(rows[0]) == ak.CLASSIFY_COLUMNS
     keys = [(r["net"], r["conv"], int(r["kernel_size"])) for r in rows]
     assert sorted(keys) == sorted((n, c, k) for n in NETS for c in METHODS for k in KS)
     for r in rows:
@@ -163,11 +167,11 @@ def test_classify_params_recomputed(smoke):
         assert int(rows[net, "ACONV", 3]["params"]) - int(rows[net, "CONV", 3]["params"]) == extra
 
 
-def test_trimap_table(smoke, script):
+def test_trimap_table(smoke):
     out, res = smoke
     rows = _csv(out / "trimap.csv")
     assert [r["variant"] for r in rows] == VARIANTS
-    assert list(rows[0]) == script.TRIMAP_COLUMNS
+    assert list(rows[0]) == ak.TRIMAP_COLUMNS
     assert [(r["first_conv"], int(r["first_kernel"])) for r in rows] == [("CONV", 3), ("CONV", 7), ("ACONV", 7)]
     for r in rows:
         for k in ("dice_background", "dice_object", "dice_border", "mean_dice", "pixel_acc"):
@@ -188,13 +192,13 @@ def test_trimap_table(smoke, script):
     assert "ACONV 7x7 first layer" in md and "Scale:" in md
 
 
-def test_seg_scores(script):
+def test_seg_scores():
     lab = torch.zeros(1, 1, 4, 4, dtype=torch.long)
     lab[..., :2, :] = 1
     logits = torch.nn.functional.one_hot(lab[:, 0], 3).permute(0, 3, 1, 2).float()
-    d, acc = script.seg_scores(logits, lab, 3)
+    d, acc = ak.seg_scores(logits, lab, 3)
     assert np.allclose(d, 1.0) and np.allclose(acc, 1.0)  # absent class 2: empty vs empty counts 1
-    d, acc = script.seg_scores(torch.zeros_like(logits), lab, 3)  # argmax -> class 0 everywhere
+    d, acc = ak.seg_scores(torch.zeros_like(logits), lab, 3)  # argmax -> class 0 everywhere
     assert d[0, 0] == pytest.approx(2 * 8 / (16 + 8)) and d[0, 1] == 0 and acc[0] == pytest.approx(0.5)
 
 
@@ -240,12 +244,12 @@ def test_relative_out(tmp_path, monkeypatch, script):
     assert all(Path(p).is_file() for p in read_report(tmp_path / "rel" / "out" / "summary.json")["tables"])
 
 
-def test_data_kind(tmp_path, script):
+def test_data_kind(tmp_path):
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "dataset.json").write_text(json.dumps({"training": [{"image": "a.nii.gz", "label": 3}]}))
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "dataset.json").write_text(json.dumps({"training": [{"image": "a.nii.gz", "label": "b.nii.gz"}]}))
-    assert script.dataset_kind(str(tmp_path / "c")) == "classify"
-    assert script.dataset_kind(str(tmp_path / "s")) == "trimap"
+    assert ak.dataset_kind(str(tmp_path / "c")) == "classify"
+    assert ak.dataset_kind(str(tmp_path / "s")) == "trimap"
     with pytest.raises(FileNotFoundError, match="dataset.json"):
-        script.dataset_kind(str(tmp_path / "nope"))
+        ak.dataset_kind(str(tmp_path / "nope"))

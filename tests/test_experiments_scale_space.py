@@ -1,4 +1,7 @@
-"""scripts/experiments/scale_space.py --smoke: outputs exist, tables are right, numbers finite and consistent."""
+"""scripts/experiments/scale_space.py --smoke: outputs exist, tables are right, numbers finite and consistent.
+
+The command line is the script's (``load_script``); the logic is ``monai_hyperconv.experiments.scale_space``.
+"""
 
 import csv
 import json
@@ -11,6 +14,7 @@ import pytest
 import torch
 
 from monai_hyperconv.compare import read_report
+from monai_hyperconv.experiments import scale_space
 from monai_hyperconv.bundle.testing import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,10 +67,10 @@ def test_outputs_exist(smoke):
         assert w > 100 and h > 100
 
 
-def test_segmentation_table(smoke, script):
+def test_segmentation_table(smoke):
     out, res = smoke
     rows = _csv(out / "segmentation.csv")
-    assert list(rows[0]) == script.SEG_COLUMNS
+    assert list(rows[0]) == scale_space.SEG_COLUMNS
     cfg = res["config"]
     fixed_phis = sorted(cfg["fixed_phis"])
     grid = sorted(set(cfg["phis"]) | set(fixed_phis))
@@ -120,10 +124,10 @@ def test_pareto_flags_recomputed(smoke):
     assert front and not any(_dominates(a, b) for a in front for b in front)
 
 
-def test_methods_table(smoke, script):
+def test_methods_table(smoke):
     out, _ = smoke
     rows = _csv(out / "methods.csv")
-    assert list(rows[0]) == script.METHOD_COLUMNS
+    assert list(rows[0]) == scale_space.METHOD_COLUMNS
     assert [r["method"] for r in rows] == METHODS
     seg = _csv(out / "segmentation.csv")
     for r in rows:
@@ -155,11 +159,11 @@ def test_training_time_ratio(smoke):
     assert sorted(total.values()) == pytest.approx(sorted([sshn[0], sum(fixed)]), rel=1e-6)
 
 
-def test_prior_width_and_transfer(smoke, script):
+def test_prior_width_and_transfer(smoke):
     out, res = smoke
     cfg = res["config"]
     rows = _csv(out / "prior_width.csv")
-    assert list(rows[0]) == script.PRIOR_COLUMNS
+    assert list(rows[0]) == scale_space.PRIOR_COLUMNS
     priors = list(dict.fromkeys(r["prior"] for r in rows))
     assert len(priors) == len(cfg["prior_r"]) + 2  # each r, U(0, 1) and the main U(0, 0.5)
     assert "phi = 0.5 (r = 0)" in priors and "U(0, 1)" in priors
@@ -177,7 +181,7 @@ def test_prior_width_and_transfer(smoke, script):
         assert float(next(s for s in summ if s["prior"] == p)["test_dice_at_0.5"]) == pytest.approx(at, abs=1e-6)
 
     tr = _csv(out / "transfer.csv")
-    assert list(tr[0]) == script.TRANSFER_COLUMNS
+    assert list(tr[0]) == scale_space.TRANSFER_COLUMNS
     for p0 in cfg["transfer_phi0"]:
         phis = sorted(set(cfg["transfer_phis"]) | {p0})
         for m in ("SSHN", "T-SSHN", "T-Fixed"):
@@ -191,10 +195,10 @@ def test_prior_width_and_transfer(smoke, script):
         assert own["T-Fixed"] == pytest.approx(fx, abs=1e-6)
 
 
-def test_registration_table(smoke, script):
+def test_registration_table(smoke):
     out, res = smoke
     rows = _csv(out / "registration.csv")
-    assert list(rows[0]) == script.REG_COLUMNS
+    assert list(rows[0]) == scale_space.REG_COLUMNS
     cfg = res["config"]
     grid = sorted(set(cfg["reg_phis"]) | set(cfg["reg_fixed_phis"]))
     assert sorted(float(r["phi"]) for r in rows if r["method"] == "SSHN") == pytest.approx(grid)
@@ -241,7 +245,7 @@ def test_deterministic(script, tmp_path):
     assert _csv(tmp_path / "a" / "transfer.csv") == _csv(tmp_path / "b" / "transfer.csv")
 
 
-def test_msd_loader(tmp_path, script):
+def test_msd_loader(tmp_path):
     nib = pytest.importorskip("nibabel")
     rng = np.random.default_rng(0)
     items = []
@@ -254,10 +258,10 @@ def test_msd_loader(tmp_path, script):
         nib.save(nib.Nifti1Image(lab, np.eye(4)), str(tmp_path / f"lab{i}.nii.gz"))
         items.append({"image": f"img{i}.nii.gz", "label": f"lab{i}.nii.gz"})
     (tmp_path / "dataset.json").write_text(json.dumps({"training": items[:2], "validation": items[2:]}))
-    d = script.load_dataset(str(tmp_path), (16, 20))
+    d = scale_space.load_dataset(str(tmp_path), (16, 20))
     assert d["x_train"].shape == (2, 1, 16, 20) and d["x_test"].shape == (1, 1, 16, 20)
     assert d["num_classes"] == 3 and d["labels"] == [0.0, 2.0, 5.0]
     assert set(torch.unique(d["y_train"]).tolist()) == {0, 1, 2}  # remapped, the most-foreground slice taken
     assert 0 <= float(d["x_train"].min()) and float(d["x_train"].max()) <= 1
     with pytest.raises(FileNotFoundError, match="dataset.json"):
-        script.load_dataset(str(tmp_path / "nope"), (16, 20))
+        scale_space.load_dataset(str(tmp_path / "nope"), (16, 20))

@@ -1,4 +1,7 @@
-"""scripts/experiments/kernel_smoothness.py --smoke: outputs exist, tables are right, numbers finite."""
+"""scripts/experiments/kernel_smoothness.py --smoke: outputs exist, tables are right, numbers finite.
+
+The command line is the script's (``load_script``); the logic is ``monai_hyperconv.experiments.kernel_smoothness``.
+"""
 
 import csv
 import json
@@ -10,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from monai_hyperconv.bundle.testing import load_script
+from monai_hyperconv.experiments import kernel_smoothness
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "experiments" / "kernel_smoothness.py"
@@ -50,11 +54,11 @@ def test_outputs_exist(smoke):
         assert w > 100 and h > 100
 
 
-def test_table_rows_columns_and_numbers(smoke, script):
+def test_table_rows_columns_and_numbers(smoke):
     out, res = smoke
     with open(out / "smoothness.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == script.CSV_COLUMNS
+    assert list(rows[0]) == kernel_smoothness.CSV_COLUMNS
     assert [m for m in MODELS if any(r["model"] == m for r in rows)] == MODELS
     for r in rows:
         for k in ("laplacian", "laplacian_rel", "mean_abs_weight"):
@@ -89,7 +93,7 @@ def test_hyper_kernels_smoother_than_unet(smoke):
     # exact N_L=24 fits are not asserted: the smoke fit runs only a few steps
 
 
-def test_msd_loader(tmp_path, script):
+def test_msd_loader(tmp_path):
     nib = pytest.importorskip("nibabel")
     rng = np.random.default_rng(0)
     items = []
@@ -101,10 +105,10 @@ def test_msd_loader(tmp_path, script):
         nib.save(nib.Nifti1Image(lab, np.eye(4)), str(tmp_path / f"lab{i}.nii.gz"))
         items.append({"image": f"img{i}.nii.gz", "label": f"lab{i}.nii.gz"})
     (tmp_path / "dataset.json").write_text(json.dumps({"training": items}))
-    x, y = script.load_msd_slices(str(tmp_path), n=4, size=16)
+    x, y = kernel_smoothness.load_msd_slices(str(tmp_path), n=4, size=16)
     assert x.shape == (4, 1, 16, 16) and y.shape == (4, 1, 16, 16)
     assert 0 <= float(x.min()) and float(x.max()) <= 1
     assert set(torch.unique(y).tolist()) <= {0.0, 1.0}
     assert float(y[0].sum()) > 0 and float(y[2].sum()) > 0  # the slice with most foreground comes first
     with pytest.raises(FileNotFoundError, match="dataset.json"):
-        script.load_msd_slices(str(tmp_path / "nope"), n=2, size=16)
+        kernel_smoothness.load_msd_slices(str(tmp_path / "nope"), n=2, size=16)

@@ -1,8 +1,9 @@
 """The package's layers import downwards only (docs/architecture.md).
 
-``layers`` <- ``networks`` <- ``hypernets`` <- ``bundle`` <- ``compare``; ``transforms``, ``losses``,
+``layers`` <- ``networks`` <- ``hypernets`` <- ``bundle`` <- ``compare`` <- ``experiments``; ``transforms``, ``losses``,
 ``metrics`` and ``data`` sit beside ``layers`` and import no network, hypernetwork or bundle code;
-``utils`` imports nothing of the package. Every import counts, including those inside functions
+``utils`` imports nothing of the package; ``experiments`` (the scripts' experiment logic) is the top and no
+package module imports it. Every import counts, including those inside functions
 (a lazy import still makes the lower layer depend on the higher one).
 """
 
@@ -17,7 +18,7 @@ PKG = Path(__file__).resolve().parents[1] / "monai_hyperconv"
 
 #: layer -> rank; a module may import its own layer and lower ranks only
 RANK = {"utils": 0, "layers": 1, "transforms": 1, "losses": 1, "metrics": 1, "data": 1,
-        "networks": 2, "hypernets": 3, "bundle": 4, "compare": 5}
+        "networks": 2, "hypernets": 3, "bundle": 4, "compare": 5, "experiments": 6}
 
 
 def _layer(parts: tuple[str, ...]) -> str:
@@ -73,6 +74,7 @@ def test_every_subpackage_has_a_layer():
     ("from monai_hyperconv.hypernets import sshn\n", "hypernets"),
     ("def f():\n    from ..networks import registry\n", "networks"),
     ("import monai_hyperconv.compare.runner\n", "compare"),
+    ("from monai_hyperconv.experiments.common import train_loop\n", "experiments"),
 ])
 def test_checker_catches_upward_imports(tmp_path, code, layer):
     """The checker itself: an upward import (top level or inside a function) in a lower layer is reported."""
