@@ -14,6 +14,7 @@ import torch
 from monai_hyperconv.bundle.testing import make_tiny_demo
 from monai_hyperconv.compare import (
     ComparisonError,
+    ComparisonSettings,
     aggregate,
     network_config,
     parse_algorithm,
@@ -34,7 +35,7 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cmp")
     data = make_tiny_demo("liver", root / "data", n_subjects=4, size=(48, 48, 6))
     out = root / "out"
-    res = run_comparison("segmentation", GOOD + [BAD], output_dir=out, data=data, workers=2, **OPTS)
+    res = run_comparison("segmentation", GOOD + [BAD], ComparisonSettings(output_dir=out, data=data, workers=2, **OPTS))
     return res, out, data
 
 
@@ -243,6 +244,121 @@ def test_bad_inputs_name_the_argument(tmp_path):
     assert cli_main(["--task", "segmentation", "--algorithms", "nonet", "--epochs", "1",
                      "--output", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
+
+
+# -- the settings object: validation, the deprecated keyword form, the CLI --
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(folds=0, epochs=1), "folds"),
+    (dict(), "epochs or iterations"),
+    (dict(epochs=1, iterations=1), "epochs or iterations"),
+    (dict(epochs=0), "epochs"),
+    (dict(iterations="many"), "iterations"),
+    (dict(epochs=1, workers=0), "workers"),
+    (dict(epochs=1, workers=2, isolate=False), "workers must be 1"),
+    (dict(epochs=1, seed="x"), "seed"),
+    (dict(epochs=1, latency_reps=0), "latency_reps"),
+    (dict(epochs=1, folds=2, fold_ids=[2]), "fold_ids"),
+    (dict(epochs=1, fold_ids="0"), "fold_ids"),
+    (dict(epochs=1, noise={"poisson": [0.1]}), "noise"),
+    (dict(epochs=1, noise={"gaussian": ["high"]}), "noise"),
+    (dict(epochs=1, configs="train.json"), "configs"),
+    (dict(epochs=1, overrides=["image_size=32"]), "overrides"),
+    (dict(epochs=1, devices=[0]), "devices"),
+    (dict(epochs=1, auto3dseg_work_dirs="work_dir"), "auto3dseg_work_dirs"),
+])
+def test_settings_validation_names_the_field(kwargs, field):
+    with pytest.raises(ComparisonError, match=field):
+        ComparisonSettings(**kwargs)
+
+
+def test_settings_normalise_and_replace(tmp_path):
+    s = ComparisonSettings(output_dir=str(tmp_path), epochs=2, configs=["train.json"], devices=[], fold_ids=[1],
+                           noise={"gaussian": [0, 1]}, seed="3")
+    assert s.output_dir == tmp_path and s.configs == ("train.json",) and s.devices is None and s.fold_ids == (1,)
+    assert s.noise == {"gaussian": (0.0, 1.0)} and s.seed == 3 and s.budget == {"epochs": 2}
+    assert s == ComparisonSettings(output_dir=tmp_path, epochs=2, configs=("train.json",), fold_ids=(1,),
+                                   noise={"gaussian": (0.0, 1.0)}, seed=3)
+    hash(s)  # frozen and hashable (the mappings are left out of the hash)
+    with pytest.raises(AttributeError):
+        s.epochs = 3  # type: ignore[misc]
+    quick = s.replace(iterations=1)  # one budget replaces the other
+    assert quick.budget == {"iterations": 1} and quick.epochs is None and s.epochs == 2
+    with pytest.raises(ComparisonError, match="fold_ids"):
+        s.replace(folds=1)  # validated again
+
+
+def test_old_keywords_give_the_same_plan(tmp_path, monkeypatch):
+    data = make_tiny_demo("liver", tmp_path / "data", n_subjects=4, size=(48, 48, 6))
+    old = dict(epochs=2, data=data, overrides={"image_size": 32}, noise={"gaussian": [0, 0.2]}, seed=5, fold_ids=[1],
+               latency_reps=3)
+    settings = ComparisonSettings(folds=2, output_dir=tmp_path / "out", **old)
+    new_plan = plan_cells("segmentation", GOOD, settings)
+    with pytest.warns(DeprecationWarning, match="ComparisonSettings"):
+        assert plan_cells("segmentation", GOOD, 2, tmp_path / "out", **old) == new_plan
+    with pytest.warns(DeprecationWarning):
+        assert plan_cells("segmentation", GOOD, folds=2, output_dir=tmp_path / "out", **old) == new_plan
+    # the demo data (not generated yet) and the task's default noise, too
+    demo = ComparisonSettings(folds=1, output_dir=tmp_path / "demo", iterations=1)
+    with pytest.warns(DeprecationWarning):
+        assert plan_cells("segmentation", ["unet"], 1, tmp_path / "demo", iterations=1) == plan_cells(
+            "segmentation", ["unet"], demo)
+    with pytest.raises(TypeError, match="not both"):
+        plan_cells("segmentation", GOOD, settings, seed=1)
+    with pytest.raises(TypeError, match="no_such_option"):
+        plan_cells("segmentation", GOOD, 2, tmp_path / "out", epochs=1, no_such_option=1)
+    # run_comparison: its old keywords (and positional order) build the same settings
+    from monai_hyperconv.compare import runner
+
+    seen = []
+
+    def plan(task, algorithms, s):
+        seen.append(s)
+        raise ComparisonError("planned")
+
+    monkeypatch.setattr(runner, "plan_cells", plan)
+    full = settings.replace(workers=2, devices=["cuda:0"], progress=False, retry_failed=False)
+    with pytest.warns(DeprecationWarning, match="run_comparison"), pytest.raises(ComparisonError, match="planned"):
+        run_comparison("segmentation", GOOD, 2, tmp_path / "out", workers=2, devices=["cuda:0"], progress=False,
+                       retry_failed=False, **old)
+    with pytest.raises(ComparisonError, match="planned"):
+        run_comparison("segmentation", GOOD, full)
+    assert seen[0] == seen[1] == full
+
+
+def test_cli_builds_the_same_settings_as_the_api(tmp_path, monkeypatch):
+    import monai_hyperconv.compare.__main__ as cli
+
+    argv = ["--task", "segmentation", "--algorithms", "unet", "hyperunet:n_l=2", "--folds", "3", "--fold-ids", "0", "2",
+            "--iterations", "4", "--data", str(tmp_path / "data"), "--configs", "train.json", "--set", "image_size=32",
+            "network_def#channels=[4,8]", "--noise", '{"gaussian": [0, 0.1]}', "--seed", "2", "--workers", "2",
+            "--devices", "cuda:0", "cuda:1", "--output", str(tmp_path / "out"), "--auto3dseg-workdir", "wd",
+            "--latency-reps", "3", "--keep-failed"]
+    api = ComparisonSettings(folds=3, fold_ids=[0, 2], iterations=4, data=tmp_path / "data", configs=["train.json"],
+                             overrides={"image_size": 32, "network_def#channels": [4, 8]},
+                             noise={"gaussian": [0.0, 0.1]}, seed=2, workers=2, devices=["cuda:0", "cuda:1"],
+                             output_dir=tmp_path / "out", auto3dseg_work_dirs=["wd"], latency_reps=3,
+                             retry_failed=False)
+    assert ComparisonSettings.from_args(cli.parse_args(argv)) == api
+    minimal = ["--task", "segmentation", "--algorithms", "unet", "--epochs", "2"]
+    assert ComparisonSettings.from_args(cli.parse_args(minimal)) == ComparisonSettings(epochs=2)
+    assert ComparisonSettings.from_args(cli.parse_args(minimal + ["--noise", "none"])).noise == {}
+    # main() hands exactly these settings to the runner
+    seen = []
+    board = tmp_path / "leaderboard.md"
+    board.write_text("| algorithm |\n")
+
+    def run(task, algorithms, settings):
+        seen.append((task, algorithms, settings))
+        return {"results": [{"status": "ok"}], "paths": {"markdown": str(board)}}
+
+    monkeypatch.setattr(cli, "run_comparison", run)
+    assert cli.main(argv) == 0
+    assert seen == [("segmentation", ["unet", "hyperunet:n_l=2"], api)]
+    # a bad setting is a usage error naming it, before anything runs
+    assert cli.main(minimal + ["--workers", "0"]) == 2 and len(seen) == 1
+    assert cli.main(minimal + ["--noise", "{gaussian"]) == 2 and cli.main(minimal + ["--set", "image_size"]) == 2
 
 
 def test_aggregate_marks_best_by_direction():

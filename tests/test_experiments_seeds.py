@@ -35,3 +35,17 @@ def test_run_seeds_rejects_bad_seed_lists(tmp_path):
         run_seeds("segmentation", ["unet"], [], output_dir=tmp_path)
     with pytest.raises(ValueError, match="repeats a seed"):
         run_seeds("segmentation", ["unet"], [1, 1], output_dir=tmp_path)
+
+
+def test_run_seeds_one_settings_per_seed(tmp_path, monkeypatch):
+    from monai_hyperconv.compare import ComparisonSettings, runner
+
+    seen = []
+    monkeypatch.setattr(runner, "run_comparison", lambda task, algos, settings: seen.append(settings) or {})
+    settings = ComparisonSettings(output_dir=tmp_path, epochs=2, folds=1)
+    assert list(run_seeds("segmentation", ["unet"], [3, 1], settings)) == [3, 1]
+    assert seen == [settings.replace(output_dir=tmp_path / "seed3", seed=3),
+                    settings.replace(output_dir=tmp_path / "seed1", seed=1)]
+    with pytest.warns(DeprecationWarning, match="run_seeds"):
+        run_seeds("segmentation", ["unet"], [3], output_dir=tmp_path, epochs=2, folds=1)
+    assert seen[-1] == seen[0]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
-from .runner import ComparisonError, run_comparison
-from .spec import TASKS, _value
+from .runner import run_comparison
+from .settings import ComparisonError, ComparisonSettings
+from .spec import TASKS
 
 EXAMPLES = """examples:
   # the demo liver data, two algorithms, 2 folds, 3 epochs each, two cells at a time
@@ -22,16 +22,6 @@ EXAMPLES = """examples:
 Running the same command again resumes: finished cells are skipped (the data must be unchanged),
 cells another process is working on are reported busy and not started twice.
 """
-
-
-def _kv(items: Sequence[str], what: str) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, eq, val = item.partition("=")
-        if not eq or not key:
-            raise ComparisonError(f"{what} {item!r}: expected key=value.")
-        out[key] = _value(val)
-    return out
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -64,22 +54,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        if args.noise is None:
-            noise = None
-        elif args.noise.strip().lower() == "none":
-            noise = {}
-        else:
-            try:
-                noise = json.loads(args.noise)
-            except ValueError as e:
-                raise ComparisonError(f"--noise {args.noise!r}: not JSON ({e}).") from None
-        res = run_comparison(
-            args.task, args.algorithms, folds=args.folds, output_dir=args.output, epochs=args.epochs,
-            iterations=args.iterations, data=args.data, bundle=args.bundle, configs=args.configs,
-            overrides=_kv(args.set, "--set"), noise=noise, seed=args.seed, workers=args.workers,
-            devices=args.devices, fold_ids=args.fold_ids, auto3dseg_work_dirs=args.auto3dseg_workdir,
-            latency_reps=args.latency_reps, retry_failed=not args.keep_failed,
-        )
+        res = run_comparison(args.task, args.algorithms, ComparisonSettings.from_args(args))
     except (ComparisonError, KeyError, FileNotFoundError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2

@@ -1,8 +1,9 @@
 """Shared plumbing of the comparison-based experiment scripts (``scripts/experiments/*.py``).
 
 Each such script is a named grid of algorithms run by :func:`~monai_hyperconv.compare.run_comparison`
-with a demo-scale default, a ``--smoke`` scale (a tiny generated data set, one or two iterations;
-seconds) and ``--data`` for real data; it then writes its own tables/figures and the
+with the :class:`~monai_hyperconv.compare.ComparisonSettings` of :func:`grid_settings`: a demo-scale
+default, a ``--smoke`` scale (a tiny generated data set, one or two iterations; seconds) and
+``--data`` for real data; it then writes its own tables/figures and the
 ``summary.json`` report entry (:func:`~monai_hyperconv.compare.experiment_report`).
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .report import fmt_pm
+from .settings import ComparisonError, ComparisonSettings, parse_assignments, settings_from_call
 
 __all__ = ["add_common_args", "grid_settings", "by_algorithm", "run_seeds", "across_seeds", "pm", "command_line",
            "paper_table", "noise_curves", "write_summary"]
@@ -40,30 +42,26 @@ def add_common_args(p: argparse.ArgumentParser, default_out: str, epochs: int, f
 
 def grid_settings(args: argparse.Namespace, task_demo: str, demo_overrides: Mapping[str, Any],
                   smoke_overrides: Mapping[str, Any], smoke_size: Sequence[int] | None = None,
-                  smoke_subjects: int = 4) -> dict[str, Any]:
-    """Keyword arguments for ``run_comparison`` at the requested scale (demo, smoke or ``--data``)."""
-    from .spec import _value
-
+                  smoke_subjects: int = 4) -> ComparisonSettings:
+    """The :class:`ComparisonSettings` of ``run_comparison`` at the requested scale (demo, smoke or
+    ``--data``); a script sets its own ``noise``, ``bundle``, ... with ``settings.replace(...)``."""
     out = Path(args.out)
-    user = {}
-    for item in args.set:
-        k, eq, v = item.partition("=")
-        if not eq:
-            raise SystemExit(f"--set {item!r}: expected ID=VALUE")
-        user[k] = _value(v)
-    kw: dict[str, Any] = {"output_dir": str(out / "comparison"), "seed": args.seed, "workers": args.workers,
-                          "devices": args.devices, "folds": args.folds, "retry_failed": not args.keep_failed}
-    if args.smoke:
-        from ..bundle.testing import make_tiny_demo
+    try:
+        user = parse_assignments(args.set, "--set")
+    except ComparisonError as e:
+        raise SystemExit(str(e)) from None
+    common = dict(output_dir=out / "comparison", seed=args.seed, devices=args.devices,
+                  retry_failed=not args.keep_failed)
+    if not args.smoke:
+        return ComparisonSettings(**common, workers=args.workers, folds=args.folds, data=args.data, epochs=args.epochs,
+                                  overrides={**demo_overrides, **user})
+    from ..bundle.testing import make_tiny_demo
 
-        data_dir = out / "smoke_data"
-        data = str(data_dir) if (data_dir / "dataset.json").is_file() else make_tiny_demo(
-            task_demo, data_dir, n_subjects=smoke_subjects, size=smoke_size)
-        kw.update(data=data, iterations=1, overrides={**smoke_overrides, **user}, latency_reps=2, folds=1,
-                  workers=1, isolate=False)
-    else:
-        kw.update(data=args.data, epochs=args.epochs, overrides={**demo_overrides, **user})
-    return kw
+    data_dir = out / "smoke_data"
+    data = str(data_dir) if (data_dir / "dataset.json").is_file() else make_tiny_demo(
+        task_demo, data_dir, n_subjects=smoke_subjects, size=smoke_size)
+    return ComparisonSettings(**common, workers=1, folds=1, data=data, iterations=1,
+                              overrides={**smoke_overrides, **user}, latency_reps=2, isolate=False)
 
 
 def by_algorithm(result: Mapping[str, Any]) -> dict[str, dict]:
@@ -71,11 +69,14 @@ def by_algorithm(result: Mapping[str, Any]) -> dict[str, dict]:
     return {a["algorithm"]: a for a in result["leaderboard"]}
 
 
-def run_seeds(task: str, algorithms: Sequence[str], seeds: Sequence[int], **kw: Any) -> dict[int, dict[str, Any]]:
-    """``run_comparison`` once per seed, each into ``<output_dir>/seed<k>`` (each resumable on its own).
+def run_seeds(task: str, algorithms: Sequence[str], seeds: Sequence[int], settings: ComparisonSettings | None = None,
+              **deprecated_kwargs: Any) -> dict[int, dict[str, Any]]:
+    """``run_comparison`` once per seed, each into ``<settings.output_dir>/seed<k>`` (each resumable on its own).
 
     The seed changes initialisation, sampling and augmentation; with one fold (``folds=1``) the
-    split is the data list's, the same for every seed.
+    split is the data list's, the same for every seed. ``settings.seed`` is replaced by each seed.
+    The keyword form of earlier releases (``run_seeds(task, algorithms, seeds, output_dir=..., ...)``)
+    still works for this release and issues a :class:`DeprecationWarning`.
 
     Returns:
         ``{seed: run_comparison result}``.
@@ -86,8 +87,9 @@ def run_seeds(task: str, algorithms: Sequence[str], seeds: Sequence[int], **kw: 
         raise ValueError("seeds: give at least one seed.")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds: {list(seeds)} repeats a seed.")
-    base = Path(kw.pop("output_dir"))
-    return {int(s): run_comparison(task, algorithms, output_dir=str(base / f"seed{s}"), **{**kw, "seed": int(s)})
+    settings = settings_from_call("run_seeds", settings, (), deprecated_kwargs)
+    return {int(s): run_comparison(task, algorithms, settings.replace(output_dir=settings.output_dir / f"seed{s}",
+                                                                      seed=int(s)))
             for s in seeds}
 
 

@@ -1,9 +1,10 @@
 """The comparison runner: algorithms x folds through one bundle recipe -> a leaderboard.
 
->>> from monai_hyperconv.compare import run_comparison
->>> run_comparison("segmentation", ["unet:kernel_size=3", "hyper_unet:kernel_size=5,n_l=4"], folds=2,
-...                epochs=5, output_dir="runs/compare_liver")  # doctest: +SKIP
+>>> from monai_hyperconv.compare import ComparisonSettings, run_comparison
+>>> run_comparison("segmentation", ["unet:kernel_size=3", "hyper_unet:kernel_size=5,n_l=4"],
+...                ComparisonSettings(folds=2, epochs=5, output_dir="runs/compare_liver"))  # doctest: +SKIP
 
+Every option besides the task and the algorithms is a field of :class:`ComparisonSettings`.
 Every cell runs in its own process (``python -m monai_hyperconv.compare.cell``), at most
 ``workers`` at a time, each pinned to one device (GPUs round-robin when present, else CPU with
 ``cpu_count // workers`` threads). Finished cells (``result.json`` with status "ok" and the same
@@ -34,19 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from .cell import BUSY_EXIT, CELL_FILE, LOCK_FILE, PARENT_ENV, RESULT_FILE, CellBusyError, cell_lock
-from .spec import DEFAULT_NOISE, TASKS, AlgorithmSpec, bundle_dir, network_config, parse_algorithm
+from .settings import ComparisonError, ComparisonSettings, settings_from_call
+from .spec import DEFAULT_NOISE, TASKS, AlgorithmSpec, TaskSpec, bundle_dir, network_config, parse_algorithm
 
 __all__ = ["run_comparison", "plan_cells", "cell_environment", "data_fingerprint", "MANIFEST_FILE",
-           "ComparisonError"]
+           "ComparisonError", "ComparisonSettings"]
 
 MANIFEST_FILE = "comparison.json"
 #: manifest fields that must match when an output folder is reused (algorithms may be added)
 _SHARED_KEYS = ("task", "bundle", "configs", "dataset_dir", "data_fingerprint", "folds", "budget", "seed",
                 "overrides", "noise")
-
-
-class ComparisonError(ValueError):
-    """Bad comparison input (names the argument, file or key)."""
 
 
 def _hash(obj: Any) -> str:
@@ -115,41 +113,65 @@ def _set_fingerprint(manifest: dict, cells: list[dict], fingerprint: str | None)
         cell["spec_hash"] = _hash({k: v for k, v in cell.items() if k not in ("cell_dir", "slug", "spec_hash")})
 
 
-def plan_cells(
-    task: str,
-    algorithms: Sequence[str | AlgorithmSpec],
-    folds: int,
-    output_dir: str | os.PathLike,
-    epochs: int | None = None,
-    iterations: int | None = None,
-    data: str | os.PathLike | None = None,
-    bundle: str | os.PathLike | None = None,
-    configs: Sequence[str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    noise: Mapping[str, Sequence[float]] | None = None,
-    seed: int = 0,
-    fold_ids: Sequence[int] | None = None,
-    latency_reps: int = 10,
-) -> tuple[dict, list[dict]]:
+#: the positional order of the deprecated ``plan_cells(task, algorithms, folds, output_dir, ...)``
+_PLAN_POSITIONAL = ("folds", "output_dir", "epochs", "iterations", "data", "bundle", "configs", "overrides", "noise",
+                    "seed", "fold_ids", "latency_reps")
+
+
+def plan_cells(task: str, algorithms: Sequence[str | AlgorithmSpec], settings: ComparisonSettings | None = None,
+               *deprecated_args: Any, **deprecated_kwargs: Any) -> tuple[dict, list[dict]]:
     """The manifest and the cell specs of a comparison (nothing is run or written).
 
     Demo data that is not generated yet has no data fingerprint (None): :func:`run_comparison`
     generates it and then sets the fingerprint.
 
-    Args: see :func:`run_comparison`.
+    Args:
+        task, algorithms: see :func:`run_comparison`.
+        settings: the comparison's :class:`ComparisonSettings` (the run-only ones, such as
+            ``workers``, do not change the plan).
+        deprecated_args, deprecated_kwargs: the keyword form of earlier releases,
+            ``plan_cells(task, algorithms, folds, output_dir, epochs=..., ...)``; it still works
+            for this release and issues a :class:`DeprecationWarning`.
     """
-    from monai.bundle import ConfigParser
-
+    settings = settings_from_call("plan_cells", settings, deprecated_args, deprecated_kwargs, _PLAN_POSITIONAL)
     if task not in TASKS:
         raise ComparisonError(f"task {task!r}: choose one of {sorted(TASKS)}.")
     spec_t = TASKS[task]
-    if (epochs is None) == (iterations is None):
-        raise ComparisonError("give exactly one budget: epochs or iterations.")
-    budget = {"epochs": int(epochs)} if epochs is not None else {"iterations": int(iterations)}
-    if min(budget.values()) < 1:
-        raise ComparisonError(f"budget must be >= 1, got {budget}.")
-    if not isinstance(folds, int) or folds < 1:
-        raise ComparisonError(f"folds must be a positive int, got {folds!r}.")
+    algos = _algorithm_specs(algorithms)
+    out = settings.output_dir.resolve()
+    recipe = _recipe(spec_t, settings, out)
+    folds = settings.folds
+    if folds > 1 and not recipe["has_fold"]:
+        raise ComparisonError(f"folds={folds}: bundle {Path(recipe['bundle']).name} has no 'fold' setting "
+                              f"(use folds=1).")
+    fold_list = list(range(folds)) if settings.fold_ids is None else list(settings.fold_ids)
+    noise = DEFAULT_NOISE[task] if settings.noise is None else settings.noise
+    # what the manifest and every cell record alike
+    common = {k: recipe[k] for k in ("bundle", "configs", "dataset_dir", "overrides")}
+    common.update(budget=settings.budget, seed=settings.seed, higher_is_better=spec_t.higher_is_better,
+                  noise={k: [float(x) for x in v] for k, v in noise.items()})
+    manifest = {
+        "task": task, **common, "is_demo": recipe["is_demo"],
+        "demo_task": recipe["demo_task"] if recipe["is_demo"] else None, "folds": folds, "metric": spec_t.metric,
+        "algorithms": [{"text": a.text, "name": a.name, "options": a.options, "slug": a.slug} for a in algos],
+    }
+    cells = []
+    for a in algos:
+        net_cfg = network_config(recipe["network"], a)
+        for f in fold_list:
+            cells.append({
+                "algorithm": a.text, "name": a.name, "options": a.options, "slug": a.slug, "fold": f,
+                "num_folds": folds, **common, "network_key": spec_t.network_key, "network": net_cfg,
+                "metric_name": spec_t.metric, "latency_reps": settings.latency_reps, "has_fold": recipe["has_fold"],
+                "cell_dir": str(out / "cells" / a.slug / f"fold{f}"),
+            })
+    has_data = (Path(recipe["dataset_dir"]) / "dataset.json").is_file()
+    _set_fingerprint(manifest, cells, data_fingerprint(recipe["dataset_dir"]) if has_data else None)
+    return manifest, cells
+
+
+def _algorithm_specs(algorithms: Sequence[str | AlgorithmSpec]) -> list[AlgorithmSpec]:
+    """The parsed algorithms; none, or one given twice, is an error."""
     if not algorithms:
         raise ComparisonError("no algorithms given.")
     algos = [a if isinstance(a, AlgorithmSpec) else parse_algorithm(a) for a in algorithms]
@@ -157,14 +179,20 @@ def plan_cells(
     dup = sorted({s for s in slugs if slugs.count(s) > 1})
     if dup:
         raise ComparisonError(f"algorithms given twice: {dup}.")
-    out = Path(output_dir).resolve()
-    bdir = bundle_dir(bundle or spec_t.bundle)
-    from monai.bundle import ConfigParser as _CP
+    return algos
 
+
+def _recipe(spec_t: TaskSpec, settings: ComparisonSettings, out: Path) -> dict[str, Any]:
+    """The bundle recipe every cell shares: bundle folder, config files, data, overrides (checked
+    against the config), the base network entry and whether the bundle has a ``fold`` setting."""
+    from monai.bundle import ConfigParser
+
+    bdir = bundle_dir(settings.bundle or spec_t.bundle)
     # the bundle's own demo (e.g. the MS bundle under task "segmentation"), else the task's
-    base_cfg = _CP.load_config_files([str(bdir / "configs" / "train.json")])
+    base_cfg = ConfigParser.load_config_files([str(bdir / "configs" / "train.json")])
     demo_task = base_cfg.get("demo_task") if isinstance(base_cfg.get("demo_task"), str) else spec_t.demo_task
-    dataset_dir, is_demo = _resolve_data(demo_task, data, out)
+    dataset_dir, is_demo = _resolve_data(demo_task, settings.data, out)
+    configs = settings.configs
     if configs is None:
         configs = ["train.json"] + (["demo.json"] if is_demo and (bdir / "configs" / "demo.json").is_file() else [])
     cfg_paths = []
@@ -175,7 +203,7 @@ def plan_cells(
         cfg_paths.append(str(p.resolve()))
     parser = ConfigParser()
     parser.read_config(cfg_paths)
-    ov = dict(overrides or {})
+    ov = dict(settings.overrides)
     for key in ov:
         if key.split("#")[0] not in parser.get():
             raise ComparisonError(f"override {key!r}: the bundle config has no {key.split('#')[0]!r} entry.")
@@ -183,42 +211,8 @@ def plan_cells(
     base_net = parser.get(spec_t.network_key)
     if not isinstance(base_net, dict):
         raise ComparisonError(f"bundle {bdir.name}: config entry {spec_t.network_key!r} is not a network dict.")
-    if folds > 1 and "fold" not in parser.get():
-        raise ComparisonError(f"folds={folds}: bundle {bdir.name} has no 'fold' setting (use folds=1).")
-    fold_list = list(range(folds)) if fold_ids is None else [int(f) for f in fold_ids]
-    bad = [f for f in fold_list if not 0 <= f < folds]
-    if bad:
-        raise ComparisonError(f"fold_ids {bad} outside 0..{folds - 1}.")
-    noise = {k: [float(x) for x in v] for k, v in (DEFAULT_NOISE[task] if noise is None else noise).items()}
-    from ..bundle.robustness import NOISE_TYPES
-
-    unknown = sorted(set(noise) - set(NOISE_TYPES))
-    if unknown:
-        raise ComparisonError(f"noise {unknown}: choose from {sorted(NOISE_TYPES)}.")
-    manifest = {
-        "task": task, "bundle": str(bdir), "configs": cfg_paths, "dataset_dir": dataset_dir, "is_demo": is_demo,
-        "demo_task": demo_task if is_demo else None,
-        "folds": folds, "budget": budget, "seed": int(seed), "overrides": ov, "noise": noise,
-        "metric": spec_t.metric, "higher_is_better": spec_t.higher_is_better,
-        "algorithms": [{"text": a.text, "name": a.name, "options": a.options, "slug": a.slug} for a in algos],
-    }
-    cells = []
-    for a in algos:
-        net_cfg = network_config(base_net, a)
-        for f in fold_list:
-            cell = {
-                "algorithm": a.text, "name": a.name, "options": a.options, "slug": a.slug, "fold": f,
-                "num_folds": folds, "bundle": str(bdir), "configs": cfg_paths, "dataset_dir": dataset_dir,
-                "overrides": ov, "network_key": spec_t.network_key, "network": net_cfg, "budget": budget,
-                "seed": int(seed), "noise": noise, "metric_name": spec_t.metric,
-                "higher_is_better": spec_t.higher_is_better, "latency_reps": int(latency_reps),
-                "has_fold": "fold" in parser.get(),
-                "cell_dir": str(out / "cells" / a.slug / f"fold{f}"),
-            }
-            cells.append(cell)
-    has_data = (Path(dataset_dir) / "dataset.json").is_file()
-    _set_fingerprint(manifest, cells, data_fingerprint(dataset_dir) if has_data else None)
-    return manifest, cells
+    return {"bundle": str(bdir), "configs": cfg_paths, "dataset_dir": dataset_dir, "is_demo": is_demo,
+            "demo_task": demo_task, "overrides": ov, "network": base_net, "has_fold": "fold" in parser.get()}
 
 
 def _check_manifest(out: Path, manifest: dict) -> dict:
@@ -402,74 +396,64 @@ def _cell_line(res: dict, metric: str) -> str:
     return f"{res['algorithm']} fold {res['fold']}: {what} ({str(res['error']).splitlines()[0][:300]})"
 
 
-def run_comparison(
-    task: str,
-    algorithms: Sequence[str | AlgorithmSpec],
-    folds: int = 5,
-    output_dir: str | os.PathLike = "runs/compare",
-    epochs: int | None = None,
-    iterations: int | None = None,
-    data: str | os.PathLike | None = None,
-    bundle: str | os.PathLike | None = None,
-    configs: Sequence[str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    noise: Mapping[str, Sequence[float]] | None = None,
-    seed: int = 0,
-    workers: int = 1,
-    devices: Sequence[str] | None = None,
-    fold_ids: Sequence[int] | None = None,
-    auto3dseg_work_dirs: Sequence[str | os.PathLike] = (),
-    latency_reps: int = 10,
-    progress: bool = True,
-    isolate: bool = True,
-    retry_failed: bool = True,
-) -> dict[str, Any]:
+def run_comparison(task: str, algorithms: Sequence[str | AlgorithmSpec], settings: ComparisonSettings | None = None,
+                   *deprecated_args: Any, **deprecated_kwargs: Any) -> dict[str, Any]:
     """Train and measure every algorithm x fold with one bundle's recipe; write the leaderboard.
 
     Args:
         task: "segmentation", "reconstruction", "classification" or "registration" (:data:`TASKS`).
         algorithms: specs like ``"unet:kernel_size=3"`` (see :func:`parse_algorithm`).
-        folds: k of k-fold cross-validation (the bundle's ``fold``/``num_folds`` re-split the data).
-        output_dir: where ``cells/``, the leaderboard and plots go; reusing it resumes.
-        epochs, iterations: the training budget (exactly one).
-        data: a folder with ``dataset.json`` (or the file); default: the task's demo, generated.
-        bundle: the recipe (default: the task's bundle); configs: its config files (default
-            ``train.json`` + ``demo.json`` on demo data).
-        overrides: config ids -> values for every cell (e.g. ``{"image_size": 64}``).
-        noise: ``{noise: [levels]}`` robustness sweep (default per task; ``{}`` for none).
-        seed: the same for every cell (fair: same splits, same initial data order).
-        workers: cells run in parallel; devices: e.g. ``["cuda:0", "cuda:1"]`` (default: all GPUs, else CPU).
-        fold_ids: run only these folds (default all).
-        auto3dseg_work_dirs: Auto3DSeg work directories whose algorithms join the leaderboard.
-        latency_reps: timed forwards per latency measurement.
-        progress: a tqdm bar over cells and one line per finished cell.
-        retry_failed: re-run cells recorded as failed (default); ``False`` keeps their recorded error.
-            A cell whose folder another process has locked is not run: its row has status "busy"
-            (not on the leaderboard, no ``result.json`` written).
-        isolate: one process per cell (default). ``False`` runs the cells one after the other in
-            this process (``workers`` must be 1): no process start-up per cell, for smoke runs and
-            tests; a crash then stops the run, and ``peak_mem_mb`` is this process's running peak.
+        settings: everything else (:class:`ComparisonSettings`: budget, folds, data, recipe, output
+            folder, workers and devices, resuming).
+        deprecated_args, deprecated_kwargs: the keyword form of earlier releases,
+            ``run_comparison(task, algorithms, folds=2, epochs=5, output_dir=...)``; it still works
+            for this release and issues a :class:`DeprecationWarning`.
 
     Returns:
-        ``{"results": [...], "leaderboard": [...], "paths": {...}}``.
+        ``{"results": [...], "leaderboard": [...], "paths": {...}, "manifest": {...}}``.
     """
-    from ..bundle.results import write_json
-    from .leaderboard import write_outputs
+    settings = settings_from_call("run_comparison", settings, deprecated_args, deprecated_kwargs)
+    out = settings.output_dir.resolve()
+    manifest, cells = plan_cells(task, algorithms, settings)
+    extra_rows = _auto3dseg_rows(settings.auto3dseg_work_dirs)
+    manifest = _prepare_output(out, manifest, cells)
+    results: dict[str, dict] = {}
+    todo = []
+    for c in cells:
+        done = _finished(c, settings.retry_failed)
+        if done is not None:
+            results[c["cell_dir"]] = done
+        else:
+            todo.append(c)
+    board = _Board(out, manifest, cells, results, extra_rows, progress=settings.progress, n_todo=len(todo))
+    devs = _devices(settings.devices)
+    with _cells_die_with_runner(board.running):
+        if settings.isolate:
+            threads = max(1, (os.cpu_count() or 1) // settings.workers)
+            _run_isolated(todo, board, devs, settings.workers, threads)
+        else:
+            _run_in_process(todo, board, devs[0])
+    board.close()
+    ordered = [results[c["cell_dir"]] for c in cells]
+    return {"results": ordered + extra_rows, "leaderboard": board.paths["rows"], "paths": board.paths,
+            "manifest": manifest}
 
-    out = Path(output_dir).resolve()
-    manifest, cells = plan_cells(task, algorithms, folds, out, epochs=epochs, iterations=iterations, data=data,
-                                 bundle=bundle, configs=configs, overrides=overrides, noise=noise, seed=seed,
-                                 fold_ids=fold_ids, latency_reps=latency_reps)
-    if not isinstance(workers, int) or workers < 1:
-        raise ComparisonError(f"workers must be a positive int, got {workers!r}.")
-    if not isolate and workers != 1:
-        raise ComparisonError(f"isolate=False runs cells in this process: workers must be 1, got {workers}.")
-    extra_rows: list[dict] = []
-    for wd in auto3dseg_work_dirs:
+
+def _auto3dseg_rows(work_dirs: Sequence[str | os.PathLike]) -> list[dict]:
+    """The per-fold rows of Auto3DSeg work directories, their algorithms prefixed ``auto3dseg:``
+    (so an Auto3DSeg "hyperunet" is not averaged with a runner "hyperunet")."""
+    rows: list[dict] = []
+    for wd in work_dirs:
         from .auto3dseg import read_auto3dseg_workdir
 
-        # prefixed, so an Auto3DSeg "hyperunet" is not averaged with a runner "hyperunet"
-        extra_rows += [dict(r, algorithm=f"auto3dseg:{r['algorithm']}") for r in read_auto3dseg_workdir(wd)]
+        rows += [dict(r, algorithm=f"auto3dseg:{r['algorithm']}") for r in read_auto3dseg_workdir(wd)]
+    return rows
+
+
+def _prepare_output(out: Path, manifest: dict, cells: list[dict]) -> dict:
+    """Generate the demo data if needed, check the manifest against one already in ``out``, write it."""
+    from ..bundle.results import write_json
+
     if manifest["data_fingerprint"] is None:
         # the demo, generated once here (not concurrently in every worker) and before the
         # fingerprint, which then stays the same on every re-run
@@ -480,27 +464,12 @@ def run_comparison(
     manifest = _check_manifest(out, manifest)
     out.mkdir(parents=True, exist_ok=True)
     write_json(manifest, out / MANIFEST_FILE)
+    return manifest
 
-    results: dict[str, dict] = {}
-    todo = []
-    for c in cells:
-        done = _finished(c, retry_failed)
-        if done is not None:
-            results[c["cell_dir"]] = done
-        else:
-            todo.append(c)
-    devs = _devices(devices)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    n_total = len(cells)
-    bar = None
-    if progress:
-        from tqdm import tqdm
 
-        bar = tqdm(total=n_total, initial=n_total - len(todo), desc="cells", unit="cell")
-        if len(todo) < n_total:
-            bar.write(f"resuming: {n_total - len(todo)} of {n_total} cells already finished in {out}")
-
-    # algorithms of earlier runs into the same folder stay on the leaderboard (not re-run)
+def _earlier_rows(out: Path, manifest: dict, cells: list[dict]) -> list[dict]:
+    """The results of algorithms that earlier runs into ``out`` had and this one has not (they stay
+    on the leaderboard, not re-run)."""
     current = {c["slug"] for c in cells}
     earlier: list[dict] = []
     for a in manifest["algorithms"]:
@@ -511,63 +480,90 @@ def run_comparison(
                 earlier.append(json.loads(fdir.read_text()))
             except ValueError:
                 pass
+    return earlier
 
-    rank = {a["text"]: i for i, a in enumerate(manifest["algorithms"])}
 
-    def refresh() -> dict:
+class _Board:
+    """A run's results so far: the leaderboard is rewritten after every cell, the progress bar
+    (``progress``) advanced; ``running`` holds the cell processes in flight."""
+
+    def __init__(self, out: Path, manifest: dict, cells: list[dict], results: dict[str, dict],
+                 extra_rows: list[dict], progress: bool, n_todo: int) -> None:
+        self.out, self.manifest, self.cells, self.results, self.extra_rows = out, manifest, cells, results, extra_rows
+        self.earlier = _earlier_rows(out, manifest, cells)
+        self.rank = {a["text"]: i for i, a in enumerate(manifest["algorithms"])}
+        self.running: list[tuple[dict, subprocess.Popen, int]] = []  # (cell, process, worker slot)
+        self.bar = None
+        if progress:
+            from tqdm import tqdm
+
+            n_total = len(cells)
+            self.bar = tqdm(total=n_total, initial=n_total - n_todo, desc="cells", unit="cell")
+            if n_todo < n_total:
+                self.bar.write(f"resuming: {n_total - n_todo} of {n_total} cells already finished in {out}")
+        self.paths = self.refresh()
+
+    def refresh(self) -> dict:
+        from .leaderboard import write_outputs
+
         # a busy cell is someone else's work in progress: not a result
-        ordered = earlier + [results[c["cell_dir"]] for c in cells
-                             if results.get(c["cell_dir"], {}).get("status") not in (None, "busy")]
-        ordered.sort(key=lambda r: (rank.get(r["algorithm"], len(rank)), r.get("fold", 0)))  # manifest order
-        return write_outputs(ordered + extra_rows, manifest, out)
+        ordered = self.earlier + [self.results[c["cell_dir"]] for c in self.cells
+                                  if self.results.get(c["cell_dir"], {}).get("status") not in (None, "busy")]
+        ordered.sort(key=lambda r: (self.rank.get(r["algorithm"], len(self.rank)), r.get("fold", 0)))  # manifest order
+        return write_outputs(ordered + self.extra_rows, self.manifest, self.out)
 
-    running: list[tuple[dict, subprocess.Popen, int]] = []  # (cell, process, worker slot)
+    def record(self, cell: dict, res: dict) -> None:
+        self.results[cell["cell_dir"]] = res
+        self.paths = self.refresh()
+        if self.bar is not None:
+            self.bar.write(_cell_line(res, self.manifest["metric"]))
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            print(f"leaderboard: {self.paths['markdown']}\n            {self.paths['csv']}\n"
+                  f"per-fold results: {self.paths['json']}")
+
+
+def _run_in_process(todo: list[dict], board: _Board, device: str) -> None:
+    """The cells one after the other in this process (``isolate=False``)."""
+    from ..bundle.results import write_json
+    from .cell import run_cell
+
+    for cell in todo:
+        busy = _busy(cell)
+        if busy is None:
+            spec = dict(cell, device=device, threads=None)
+            write_json(spec, Path(cell["cell_dir"]) / CELL_FILE)  # as an isolated cell: re-runnable on its own
+            try:
+                res = run_cell(spec)
+            except CellBusyError as e:  # locked between the check and the start
+                res = _busy_row(cell, str(e))
+        else:
+            res = _busy_row(cell, busy)
+        board.record(cell, res)
+
+
+def _run_isolated(todo: list[dict], board: _Board, devices: Sequence[str], workers: int, threads: int) -> None:
+    """One process per cell, at most ``workers`` at a time, worker slot k on ``devices[k % len(devices)]``."""
+    todo = list(todo)
+    running = board.running
     free = list(range(workers))
-    paths = refresh()
-
-    def record(cell: dict, res: dict) -> None:
-        nonlocal paths
-        results[cell["cell_dir"]] = res
-        paths = refresh()
-        if bar is not None:
-            bar.write(_cell_line(res, manifest["metric"]))
-            bar.update(1)
-
-    with _cells_die_with_runner(running):
-        while todo and not isolate:  # in this process, one after the other
-            from .cell import run_cell
-
+    while todo or running:
+        while todo and free:
             cell = todo.pop(0)
             busy = _busy(cell)
-            if busy is None:
-                spec = dict(cell, device=devs[0], threads=None)
-                write_json(spec, Path(cell["cell_dir"]) / CELL_FILE)  # as an isolated cell: re-runnable on its own
-                try:
-                    res = run_cell(spec)
-                except CellBusyError as e:  # locked between the check and the start
-                    res = _busy_row(cell, str(e))
-            else:
-                res = _busy_row(cell, busy)
-            record(cell, res)
-        while todo or running:
-            while todo and free:
-                cell = todo.pop(0)
-                busy = _busy(cell)
-                if busy is not None:
-                    record(cell, _busy_row(cell, busy))
-                    continue
-                slot = free.pop(0)
-                running.append((cell, _launch(cell, devs[slot % len(devs)], threads), slot))
-            time.sleep(0.2)
-            for item in list(running):
-                cell, proc, slot = item
-                if proc.poll() is None:
-                    continue
-                running.remove(item)
-                free.append(slot)
-                record(cell, _collect(cell, proc))
-    if bar is not None:
-        bar.close()
-        print(f"leaderboard: {paths['markdown']}\n            {paths['csv']}\nper-fold results: {paths['json']}")
-    ordered = [results[c["cell_dir"]] for c in cells]
-    return {"results": ordered + extra_rows, "leaderboard": paths["rows"], "paths": paths, "manifest": manifest}
+            if busy is not None:
+                board.record(cell, _busy_row(cell, busy))
+                continue
+            slot = free.pop(0)
+            running.append((cell, _launch(cell, devices[slot % len(devices)], threads), slot))
+        time.sleep(0.2)
+        for item in list(running):
+            cell, proc, slot = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            free.append(slot)
+            board.record(cell, _collect(cell, proc))

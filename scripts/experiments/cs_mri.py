@@ -112,9 +112,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     args = parse_args(argv)
-    kw = grid_settings(args, "brain_recon", {}, {"image_size": 32, "unet#channels": 4, "batch_size": 4},
-                       smoke_size=None, smoke_subjects=6)
-    res = run_comparison("reconstruction", list(ALGORITHMS.values()), noise=NOISE, **kw)
+    settings = grid_settings(args, "brain_recon", {}, {"image_size": 32, "unet#channels": 4, "batch_size": 4},
+                             smoke_size=None, smoke_subjects=6)
+    res = run_comparison("reconstruction", list(ALGORITHMS.values()), settings.replace(noise=NOISE))
     lb = by_algorithm(res)
     out = Path(args.out)
     ok = [r for r in res["results"] if r["status"] == "ok"]

@@ -35,8 +35,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     args = parse_args(argv)
-    kw = grid_settings(args, "digits", {}, {"batch_size": 16}, smoke_subjects=60)
-    res = run_comparison("classification", list(ALGORITHMS.values()), noise=NOISE, **kw)
+    settings = grid_settings(args, "digits", {}, {"batch_size": 16}, smoke_subjects=60)
+    res = run_comparison("classification", list(ALGORITHMS.values()), settings.replace(noise=NOISE))
     lb = by_algorithm(res)
     out = Path(args.out)
     rows = noise_curves(res["results"], ALGORITHMS, NOISE, "accuracy")

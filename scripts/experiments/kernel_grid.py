@@ -84,10 +84,10 @@ LEARNT = 0.1
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     args = parse_args(argv)
     net, bundle, demo, demo_ov, smoke_ov, smoke_size = SETUP[args.dataset]
-    kw = grid_settings(args, demo, demo_ov, smoke_ov, smoke_size=smoke_size)
+    settings = grid_settings(args, demo, demo_ov, smoke_ov, smoke_size=smoke_size).replace(bundle=bundle, noise={})
     seeds = args.seeds[:1] if args.smoke else args.seeds
     algos = [algorithm(net, k, n) for k in KERNELS for n in NLS]
-    per_seed = run_seeds("segmentation", algos, seeds, bundle=bundle, noise={}, **kw)
+    per_seed = run_seeds("segmentation", algos, seeds, settings)
     out = Path(args.out)
     rows, ours = [], {}
     for k in KERNELS:

@@ -35,9 +35,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     args = parse_args(argv)
-    kw = grid_settings(args, "liver", {},
-                       {"image_size": 32, "network_def#channels": 4, "batch_size": 4}, smoke_size=(48, 48, 6))
-    res = run_comparison("segmentation", list(ALGORITHMS.values()), noise=NOISE, **kw)
+    settings = grid_settings(args, "liver", {},
+                             {"image_size": 32, "network_def#channels": 4, "batch_size": 4}, smoke_size=(48, 48, 6))
+    res = run_comparison("segmentation", list(ALGORITHMS.values()), settings.replace(noise=NOISE))
     rows = noise_curves(res["results"], ALGORITHMS, NOISE, "dice")
     out = Path(args.out)
     csv_path = write_csv(rows, out / "noise_robustness.csv")

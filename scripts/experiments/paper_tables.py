@@ -16,6 +16,7 @@ runner's leaderboard, per-fold JSON, plots), ``table1_liver.md``/``table3_ms.md`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -73,10 +74,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def run_dataset(args: argparse.Namespace, ds: str) -> dict[str, Any]:
     bundle, demo, demo_ov, smoke_ov, smoke_size, rows, table = DATASETS[ds]
     sub = argparse.Namespace(**{**vars(args), "out": str(Path(args.out) / ds)})
-    kw = grid_settings(sub, demo, demo_ov, smoke_ov, smoke_size=smoke_size)
+    settings = grid_settings(sub, demo, demo_ov, smoke_ov, smoke_size=smoke_size).replace(bundle=bundle, noise={})
     if ds == "ms" and not args.smoke:
-        kw["epochs"] = args.ms_epochs
-    res = run_comparison("segmentation", [a for _, a, _ in rows], bundle=bundle, noise={}, **kw)
+        settings = settings.replace(epochs=args.ms_epochs)
+    res = run_comparison("segmentation", [a for _, a, _ in rows], settings)
     lb = by_algorithm(res)
     full = [(label, algo, {**paper, "ours": lb.get(algo)}) for label, algo, paper in rows]
     md = paper_table(full)
@@ -91,7 +92,7 @@ def run_dataset(args: argparse.Namespace, ds: str) -> dict[str, Any]:
                 for label, algo, paper in full]
     csv_path = write_csv(csv_rows, out / f"{stem}.csv")
     return {"rows": csv_rows, "md": md_path, "csv": csv_path, "figure": res["paths"].get("metric_vs_params"),
-            "scale": kw, "table": table}
+            "scale": dataclasses.asdict(settings), "table": table}
 
 
 def _paragraph(ds: str, r: dict[str, Any]) -> str:
