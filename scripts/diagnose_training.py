@@ -26,11 +26,13 @@ from monai_hyperconv.experiments.diagnostics import training_document  # noqa: E
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed-runs", default=None, help="output folder of scripts/liver_demo_seeds.sh to tabulate (section 6)")
+    ap.add_argument("--ablation-runs", default=None,
+                    help="output folder of scripts/liver_demo_seeds.sh --ema_decay 0 (section 7: without the weight average)")
     ap.add_argument("--dataset-dir", default=str(REPO / "bundles/liver_lesion_segmentation/data/liver_demo"))
     ap.add_argument("--out", default=str(REPO / "docs" / "training.md"))
     args = ap.parse_args(argv)
     out = Path(args.out)
-    atomic_write_text(out, training_document(Path(args.dataset_dir), out, REPO, args.seed_runs))
+    atomic_write_text(out, training_document(Path(args.dataset_dir), out, REPO, args.seed_runs, args.ablation_runs))
     print(f"wrote {out}")
     return 0
 
