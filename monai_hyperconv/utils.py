@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Callable
+from typing import Callable, Sequence
 
-__all__ = ["atomic_write", "as_bool"]
+__all__ = ["atomic_write", "as_bool", "check_spatial_dims"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> str:
@@ -55,3 +55,27 @@ def as_bool(value, name: str = "value") -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
     raise ValueError(f"{name} must be true or false, got {value!r}.")
+
+
+def _or_list(values: Sequence) -> str:
+    """``"1, 2 or 3"`` for ``(1, 2, 3)``."""
+    v = [str(x) for x in values]
+    return v[0] if len(v) == 1 else f"{', '.join(v[:-1])} or {v[-1]}"
+
+
+def check_spatial_dims(spatial_dims, allowed: Sequence[int] = (1, 2, 3), name: str = "spatial_dims",
+                       reason: str = "") -> int:
+    """``spatial_dims`` as an int if it is one of ``allowed`` (a bool never is), else a ``ValueError``
+    naming the argument and the value: ``"spatial_dims must be 1, 2 or 3, got 4."``.
+
+    Args:
+        spatial_dims: the value to check.
+        allowed: the accepted numbers of spatial dimensions (default 1, 2 and 3).
+        name: the argument's name in the message.
+        reason: optional note after the allowed values, e.g. ``"MONAI Warp"``
+            (``"spatial_dims must be 2 or 3 (MONAI Warp), got 1."``).
+    """
+    if isinstance(spatial_dims, bool) or spatial_dims not in tuple(allowed):
+        note = f" ({reason})" if reason else ""
+        raise ValueError(f"{name} must be {_or_list(tuple(allowed))}{note}, got {spatial_dims!r}.")
+    return int(spatial_dims)

@@ -70,8 +70,8 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--size", type=int, default=128, help="image side (2-D)")
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--features", type=int, default=32)
-    p.add_argument("--n-stages", type=int, default=5)
+    p.add_argument("--channels", type=int, default=32, help="width of every stage")
+    p.add_argument("--num-pools", type=int, default=4, help="down-samplings (stages - 1)")
     p.add_argument("--phi", type=float, default=0.5)
     p.add_argument("--reps", type=int, default=15, help="training-step repetitions")
     p.add_argument("--inf-reps", type=int, default=41, help="inference repetitions")
@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     torch.manual_seed(0)
-    arch = dict(features=a.features, n_stages=a.n_stages)
+    arch = dict(channels=a.channels, num_pools=a.num_pools)
     sshn = ScaleSpaceHyperUNet(2, 1, 2, **arch).to(device)
     fixed = fixed_unet(2, 1, 2, phi=a.phi, **arch).to(device)
     x = torch.randn(a.batch, 1, a.size, a.size, device=device)
@@ -112,7 +112,7 @@ def main(argv=None) -> dict:
     gf_mat = count_flops(mat, tuple(x.shape)) / 1e9
     train_ratio, inf_ratio = t_sshn / t_fixed, inf_mat / inf_fixed
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"\nSSHN vs Fixed UNet ({a.n_stages} stages x {a.features} features, batch {a.batch} x 1 x {a.size}^2, "
+    print(f"\nSSHN vs Fixed UNet ({a.num_pools + 1} stages x {a.channels} channels, batch {a.batch} x 1 x {a.size}^2, "
           f"phi {a.phi}, {dev_name}; medians of {a.reps} / {a.inf_reps} interleaved reps; fused Adam)\n")
     print(f"SSHN parameters {sum(q.numel() for q in sshn.parameters()):,} (predicts {sshn.num_primary_params:,}); "
           f"Fixed parameters {sum(q.numel() for q in fixed.parameters()):,}")

@@ -93,7 +93,7 @@ def compare(steps: int = 600, size: int = 64, n_train: int = 64, n_test: int = 1
     results["identity"]["seconds"] = 0.0
 
     torch.manual_seed(seed)
-    ours = RegistrationNet(2, 1, features=features, n_stages=4)
+    ours = RegistrationNet(2, 1, channels=features, num_pools=3)  # 4 stages, as VxmPairwise's
     secs = train(lambda m, f: ours(m, f), ours.parameters(), train_data, steps, lr, lambda_reg, batch, seed)
     ours.eval()
     results["ours (RegistrationNet)"] = {**evaluate(lambda m, f: ours(m, f), test_data), "seconds": secs}

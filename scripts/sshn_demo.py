@@ -62,8 +62,8 @@ def main(argv=None) -> dict:
     p.add_argument("--n-train", type=int, default=64)
     p.add_argument("--n-test", type=int, default=32)
     p.add_argument("--noise", type=float, default=0.6)
-    p.add_argument("--features", type=int, default=12)
-    p.add_argument("--n-stages", type=int, default=4)
+    p.add_argument("--channels", type=int, default=12, help="width of every stage")
+    p.add_argument("--num-pools", type=int, default=3, help="down-samplings (stages - 1)")
     p.add_argument("--steps", type=int, default=250)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -75,7 +75,7 @@ def main(argv=None) -> dict:
     p.add_argument("--smoke", action="store_true", help="tiny sizes: runs in seconds")
     a = p.parse_args(argv)
     if a.smoke:
-        a.size, a.n_train, a.n_test, a.features, a.n_stages, a.steps, a.batch = 32, 8, 4, 4, 3, 10, 4
+        a.size, a.n_train, a.n_test, a.channels, a.num_pools, a.steps, a.batch = 32, 8, 4, 4, 2, 10, 4
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device(a.device)
@@ -83,7 +83,7 @@ def main(argv=None) -> dict:
     x_tr, y_tr = make_data(a.n_train, a.size, a.seed, a.noise)
     x_te, y_te = make_data(a.n_test, a.size, a.seed + 1, a.noise)
     test = [(x_te[i:i + 8], y_te[i:i + 8]) for i in range(0, a.n_test, 8)]
-    arch = dict(features=a.features, n_stages=a.n_stages)
+    arch = dict(channels=a.channels, num_pools=a.num_pools)
 
     sshn = ScaleSpaceHyperUNet(2, 1, 2, phi_prior=(0.0, 0.5), **arch).to(device)
     secs = {"SSHN": train(sshn, x_tr, y_tr, a.steps, a.batch, a.lr, device, a.seed)}
@@ -106,7 +106,7 @@ def main(argv=None) -> dict:
     by_phi = {r["phi"]: r for r in sshn_table}
     shown = sorted({round(0.05 * k, 2) for k in range(1, 11)} | set(fixed_rows))
     print(f"\nSSHN vs Fixed, synthetic 2-D segmentation ({a.size}x{a.size}, {a.n_train} train / {a.n_test} test images, "
-          f"{a.steps} steps each, UNet {a.n_stages} stages x {a.features} features)\n")
+          f"{a.steps} steps each, UNet {a.num_pools + 1} stages x {a.channels} channels)\n")
     print("| phi | SSHN Dice | Fixed Dice (trained at phi) | GFLOPs | SSHN on Pareto front |")
     print("|---:|---:|---:|---:|:---:|")
     for phi in shown:

@@ -97,7 +97,7 @@ def trained(generated):
     sshn in-process through the same train_algo, with a narrow network to keep the test short."""
     algos = generated["algos"]
     algos["hyperunet_0"].train({"num_iterations": 2, "num_epochs_per_validation": 1, "network#channels": 8})
-    score = train_algo(_configs(algos["sshn_0"].output_path), num_iterations=2, **{"network#features": 4})
+    score = train_algo(_configs(algos["sshn_0"].output_path), num_iterations=2, **{"network#channels": 4})
     return {"sshn_returned": score, **generated}
 
 
@@ -194,7 +194,7 @@ def test_train_writes_model_and_score(trained):
 def test_training_is_deterministic(trained, tmp_path):
     """Same configs and seed -> identical weights (the run goes to another bundle_root)."""
     folder = trained["algos"]["sshn_0"].output_path
-    again = train_algo(_configs(folder), num_iterations=2, bundle_root=str(tmp_path), **{"network#features": 4})
+    again = train_algo(_configs(folder), num_iterations=2, bundle_root=str(tmp_path), **{"network#channels": 4})
     assert again == pytest.approx(trained["sshn_returned"])
     a = torch.load(os.path.join(folder, "model", "model.pt"), weights_only=True)
     b = torch.load(tmp_path / "model" / "model.pt", weights_only=True)

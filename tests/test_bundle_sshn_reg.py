@@ -15,8 +15,8 @@ import torch
 from monai_hyperconv.bundle.testing import REPO_ROOT, load_workflow, make_tiny_demo, run_config, run_exported_without_package
 
 BUNDLE = REPO_ROOT / "bundles" / "scale_space_registration"
-TINY = dict(features=4, n_stages=3, batch_size=2, cache_num_workers=0, num_workers=0)
-NET = dict(features=4, n_stages=3, image_size=[32, 40])
+TINY = dict(channels=4, num_pools=2, batch_size=2, cache_num_workers=0, num_workers=0)
+NET = dict(channels=4, num_pools=2, image_size=[32, 40])
 PHIS = [0.1, 0.3, 0.5]
 
 
@@ -123,7 +123,7 @@ def test_verify_net_in_out():
 
     verify_net_in_out(net_id="backbone_def", meta_file=str(BUNDLE / "configs" / "metadata.json"),
                       config_file=str(BUNDLE / "configs" / "inference.json"), extra_forward_args={"phi": 0.5},
-                      features=4, n_stages=3)
+                      channels=4, num_pools=2)
 
 
 def _chain(e: BaseException) -> str:
@@ -158,6 +158,6 @@ def test_mismatched_pair_error():
     from monai_hyperconv.bundle import RegistrationInferer
     from monai_hyperconv.networks import create_network
 
-    net = create_network("sshn_registration", spatial_dims=2, in_channels=1, features=4, n_stages=3).eval()
+    net = create_network("sshn_registration", spatial_dims=2, in_channels=1, channels=4, num_pools=2).eval()
     with pytest.raises(ValueError, match="spatial shape"):
         RegistrationInferer(phi=0.3)(torch.rand(1, 1, 32, 40), net, torch.rand(1, 1, 32, 36))

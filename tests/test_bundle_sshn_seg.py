@@ -14,7 +14,7 @@ import torch
 from monai_hyperconv.bundle.testing import REPO_ROOT, load_workflow, make_tiny_demo, run_config, run_exported_without_package
 
 BUNDLE = REPO_ROOT / "bundles" / "scale_space_segmentation"
-TINY = dict(features=4, n_stages=3, batch_size=2, cache_num_workers=0, num_workers=0)
+TINY = dict(channels=4, num_pools=2, batch_size=2, cache_num_workers=0, num_workers=0)
 PHIS = [0.1, 0.3, 0.5]
 
 
@@ -89,7 +89,7 @@ def test_inference_budget_and_geometry(trained):
         rows = list(csv.DictReader(fh))
     budget = float(rows[1]["gflops"]) + 1e-9  # phi 0.1 and 0.3 fit, 0.5 does not
     wf = run_config(BUNDLE, "inference.json", workflow_type="infer", dataset_dir=data, bundle_root=broot,
-                    max_gflops=budget, image_size=[32, 40], features=4, n_stages=3)
+                    max_gflops=budget, image_size=[32, 40], channels=4, num_pools=2)
     phi = wf.parser.get_parsed_content("deploy_phi")
     assert phi in (0.1, 0.3)
     assert type(wf.parser.get_parsed_content("network")).__name__ == "MaterializedNetwork"
@@ -105,7 +105,7 @@ def test_inference_budget_and_geometry(trained):
 
 def test_explicit_phi_and_missing_table(trained, tmp_path):
     broot = trained["broot"]
-    over = dict(dataset_dir=trained["data"], bundle_root=broot, image_size=[32, 40], features=4, n_stages=3)
+    over = dict(dataset_dir=trained["data"], bundle_root=broot, image_size=[32, 40], channels=4, num_pools=2)
     wf = load_workflow(BUNDLE, "inference.json", "infer", phi=0.2, **over)
     wf.initialize()
     assert wf.parser.get_parsed_content("deploy_phi") == 0.2
@@ -124,7 +124,7 @@ def test_explicit_phi_and_missing_table(trained, tmp_path):
 def test_export_runs_without_package(trained):
     broot = trained["broot"]
     wf = load_workflow(BUNDLE, "inference.json", "infer", run_id="export", dataset_dir=trained["data"],
-                       bundle_root=broot, phi=0.3, image_size=[32, 40], features=4, n_stages=3)
+                       bundle_root=broot, phi=0.3, image_size=[32, 40], channels=4, num_pools=2)
     wf.initialize()
     wf.run()
     ts = broot / "models" / "model.ts"
@@ -141,7 +141,7 @@ def test_verify_net_in_out():
 
     verify_net_in_out(net_id="network_def", meta_file=str(BUNDLE / "configs" / "metadata.json"),
                       config_file=str(BUNDLE / "configs" / "inference.json"), extra_forward_args={"phi": 0.5},
-                      features=4, n_stages=3)
+                      channels=4, num_pools=2)
 
 
 def _chain(e: BaseException) -> str:

@@ -31,7 +31,7 @@ def test_two_layer_hand_count():
 def _unet_hand_count(net: ScaleSpaceUNet, size, phi) -> int:
     """2 * c_in * c_out * k^d * voxels for every conv of the primary UNet."""
     sizes = net.feature_sizes(size, phi)
-    f, k, d = net.features, 3, net.spatial_dims
+    f, k, d = net.channels, 3, net.spatial_dims
     total = 0
     for i, s in enumerate(sizes):  # encoder: two convs per stage
         cin = net.in_channels if i == 0 else f[i - 1]
@@ -43,23 +43,23 @@ def _unet_hand_count(net: ScaleSpaceUNet, size, phi) -> int:
 
 @pytest.mark.parametrize("phi", [0.05, 0.33, 0.5, 1.0])
 def test_unet_matches_hand_count(phi):
-    net = ScaleSpaceUNet(2, 1, 3, features=(4, 6, 8), n_stages=3)
+    net = ScaleSpaceUNet(2, 1, 3, channels=(4, 6, 8), num_pools=2)
     assert count_flops(net, (1, 1, 37, 30), phi=phi) == _unet_hand_count(net, (37, 30), phi)
 
 
 def test_flops_decrease_monotonically_with_phi():
-    net = fixed_unet(2, 1, 2, features=4, n_stages=4)
+    net = fixed_unet(2, 1, 2, channels=4, num_pools=3)
     phis = [round(0.05 + 0.01 * i, 2) for i in range(96)]
     flops = [count_flops(net, (1, 1, 64, 64), phi=p) for p in phis]
     assert all(a <= b for a, b in zip(flops, flops[1:]))  # smaller phi never costs more
     assert flops[0] < flops[45] < flops[-1]  # and it really saves: 0.05 < 0.5 < 1.0
-    v = fixed_unet(3, 1, 2, features=2, n_stages=3)
+    v = fixed_unet(3, 1, 2, channels=2, num_pools=2)
     f3 = [count_flops(v, (1, 1, 16, 16, 16), phi=p) for p in (0.1, 0.3, 0.5)]
     assert f3[0] < f3[1] < f3[2]
 
 
 def test_materialized_sshn_costs_exactly_the_fixed_unet():
-    kw = dict(features=4, n_stages=3)
+    kw = dict(channels=4, num_pools=2)
     sshn = ScaleSpaceHyperUNet(2, 1, 2, **kw)
     fixed = fixed_unet(2, 1, 2, **kw)
     shape = (1, 1, 40, 40)
@@ -72,7 +72,7 @@ def test_materialized_sshn_costs_exactly_the_fixed_unet():
 
 
 def test_count_flops_restores_mode_and_validates():
-    net = fixed_unet(2, 1, 1, features=2, n_stages=2).train()
+    net = fixed_unet(2, 1, 1, channels=2, num_pools=1).train()
     count_flops(net, (1, 1, 8, 8))
     assert net.training
     with pytest.raises(ValueError):

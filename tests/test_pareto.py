@@ -83,7 +83,7 @@ def test_default_phis():
 
 
 def test_pareto_sweep_writes_csv_and_png(tmp_path):
-    net = ScaleSpaceHyperUNet(2, 1, 2, features=4, n_stages=3)
+    net = ScaleSpaceHyperUNet(2, 1, 2, channels=4, num_pools=2)
     x = torch.randn(4, 1, 24, 24)
     y = (x > 0).long()
     data = [(x[:2], y[:2]), {"image": x[2:], "label": y[2:]}]

@@ -32,7 +32,7 @@ def test_zero_flow_warp_is_identity(shape):
     assert torch.allclose(Warp()(img, ddf), img, atol=1e-6)
     labels = torch.randint(0, 4, (shape[0], 1, *shape[2:]))
     assert torch.equal(warp_labels(labels, ddf), labels)
-    net = RegistrationNet(len(shape) - 2, shape[1], features=2, n_stages=2)
+    net = RegistrationNet(len(shape) - 2, shape[1], channels=2, num_pools=1)
     with torch.no_grad():
         net.backbone.out_conv.weight.zero_()  # flow exactly 0
         moved, ddf = net(img, img)
@@ -73,7 +73,7 @@ def test_jacobian_and_folding():
 @pytest.mark.parametrize("backbone, steps", [("unet", 200), ("sshn", 200)])
 def test_registration_of_translated_image_reduces_mse(backbone, steps):
     fixed, moving = _blob(16, 16), _blob(18, 14)  # 2-voxel translation in both axes
-    net = RegistrationNet(2, 1, backbone=backbone, features=8, n_stages=3)
+    net = RegistrationNet(2, 1, backbone=backbone, channels=8, num_pools=2)
     loss_fn = RegistrationLoss(2, "mse", lambda_reg=0.01)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     net.eval()
@@ -95,7 +95,7 @@ def test_registration_of_translated_image_reduces_mse(backbone, steps):
 
 
 def test_bad_inputs_give_clear_errors():
-    net = RegistrationNet(2, 1, features=2, n_stages=2)
+    net = RegistrationNet(2, 1, channels=2, num_pools=1)
     a = torch.rand(1, 1, 16, 16)
     with pytest.raises(ValueError, match="spatial shape"):
         net(a, torch.rand(1, 1, 16, 12))
@@ -107,7 +107,7 @@ def test_bad_inputs_give_clear_errors():
         net(a[0], a[0])
     with pytest.raises(ValueError, match="phi"):
         net(a, a, phi=1.5)
-    sshn = RegistrationNet(2, 1, backbone="sshn", features=2, n_stages=2).eval()
+    sshn = RegistrationNet(2, 1, backbone="sshn", channels=2, num_pools=1).eval()
     with pytest.raises(ValueError, match="phi is required"):
         sshn(a, a)
     plain = RegistrationNet(2, 1, backbone=torch.nn.Conv2d(2, 2, 3, padding=1))
@@ -118,20 +118,20 @@ def test_bad_inputs_give_clear_errors():
 
 
 def test_builds_on_monai_voxelmorph_2d_3d_and_variants():
-    net = RegistrationNet(3, 1, features=2, n_stages=2, integration_steps=3)
+    net = RegistrationNet(3, 1, channels=2, num_pools=1, integration_steps=3)
     assert isinstance(net, VoxelMorph) and net.diffeomorphic
     moved, ddf = net(torch.rand(1, 1, 12, 10, 8), torch.rand(1, 1, 12, 10, 8))
     assert moved.shape == (1, 1, 12, 10, 8) and ddf.shape == (1, 3, 12, 10, 8)
-    half = RegistrationNet(2, 2, features=2, n_stages=2, integration_steps=2, half_res=True)  # MONAI's fails in 2-D
+    half = RegistrationNet(2, 2, channels=2, num_pools=1, integration_steps=2, half_res=True)  # MONAI's fails in 2-D
     moved, ddf = half(torch.rand(1, 2, 16, 14), torch.rand(1, 2, 16, 14))
     assert moved.shape == (1, 2, 16, 14) and ddf.shape == (1, 2, 16, 14)
-    hyper = create_network("registration_unet", spatial_dims=2, in_channels=1, conv="hyper", features=2, n_stages=2)
+    hyper = create_network("registration_unet", spatial_dims=2, in_channels=1, conv="hyper", channels=2, num_pools=1)
     ddf = hyper(torch.rand(1, 1, 12, 12), torch.rand(1, 1, 12, 12))[1]
     assert ddf.shape == (1, 2, 12, 12) and ddf.abs().max() < 1e-2  # hyper flow head also starts near identity
 
 
 def test_sshn_registration_materialize_equals_forward():
-    net = create_network("sshn_registration", spatial_dims=2, in_channels=1, features=4, n_stages=3).eval()
+    net = create_network("sshn_registration", spatial_dims=2, in_channels=1, channels=4, num_pools=2).eval()
     with torch.no_grad():  # give the flow head something non-trivial to reproduce
         net.backbone.hyper.out.bias.add_(0.01 * torch.randn_like(net.backbone.hyper.out.bias))
     m, f = torch.rand(2, 1, 20, 20), torch.rand(2, 1, 20, 20)

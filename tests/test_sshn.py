@@ -13,7 +13,7 @@ from monai_hyperconv.hypernets import (
 )
 from monai_hyperconv.networks import create_network, list_networks
 
-SMALL = dict(features=4, n_stages=3)
+SMALL = dict(channels=4, num_pools=2)
 
 
 @pytest.fixture(autouse=True)
@@ -78,7 +78,7 @@ def test_variable_resize_sizes_and_identity():
 
 
 def test_unet_odd_and_tiny_inputs():
-    net = ScaleSpaceUNet(2, 1, 3, features=4, n_stages=5).eval()
+    net = ScaleSpaceUNet(2, 1, 3, channels=4, num_pools=4).eval()
     assert net.feature_sizes((33, 20), 0.5) == [(33, 20), (17, 10), (9, 5), (5, 3), (3, 2)]
     for shape in [(1, 1, 33, 20), (2, 1, 5, 3), (1, 1, 1, 1)]:
         for phi in (0.01, 0.37, 1.0):
@@ -113,7 +113,7 @@ def test_training_prior_draws_in_range():
 
 
 # ---------------------------------------------------------------------------------------- SSHN
-@pytest.mark.parametrize("dims, kw", [(2, SMALL), (3, dict(features=(3, 5), n_stages=2, convs_per_stage=3))])
+@pytest.mark.parametrize("dims, kw", [(2, SMALL), (3, dict(channels=(3, 5), num_pools=1, convs_per_stage=3))])
 def test_hypernetwork_covers_every_primary_parameter_once(dims, kw):
     sshn = ScaleSpaceHyperUNet(dims, 2, 3, **kw)
     plain = ScaleSpaceUNet(dims, 2, 3, conv="conv", **kw)
@@ -133,7 +133,7 @@ def test_hypernetwork_covers_every_primary_parameter_once(dims, kw):
 
 @pytest.mark.parametrize("dims, shape", [(2, (2, 1, 33, 20)), (3, (1, 1, 12, 11, 9))])
 def test_materialize_equals_forward(dims, shape):
-    sshn = ScaleSpaceHyperUNet(dims, 1, 3, features=6, n_stages=4).eval()
+    sshn = ScaleSpaceHyperUNet(dims, 1, 3, channels=6, num_pools=3).eval()
     x = torch.randn(shape)
     for phi in (0.03, 0.27, 0.5, 1.0):
         with torch.no_grad():
@@ -173,7 +173,7 @@ def test_theta_is_computed_once_per_forward_and_trains():
 
 def test_initial_primary_is_well_scaled():
     # theta = W h + theta_0 with theta_0 a Kaiming UNet: activations neither explode nor vanish
-    sshn = ScaleSpaceHyperUNet(2, 1, 1, features=16, n_stages=5).eval()
+    sshn = ScaleSpaceHyperUNet(2, 1, 1, channels=16, num_pools=4).eval()
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         for phi in (0.1, 0.5):
@@ -275,9 +275,9 @@ def test_registered_networks():
     names = set(list_networks())
     assert {"sshn_unet", "fixed_unet", "scale_space_unet", "stochastic_unet", "film_unet",
             "registration_unet", "sshn_registration"} <= names
-    net = create_network("sshn_unet", spatial_dims=2, in_channels=1, out_channels=2, features=4, n_stages=2)
+    net = create_network("sshn_unet", spatial_dims=2, in_channels=1, out_channels=2, channels=4, num_pools=1)
     assert isinstance(net, ScaleSpaceHyperUNet)
     assert create_network("fixed_unet", spatial_dims=2, in_channels=1, out_channels=2).phi == 0.5
     hyper = create_network("scale_space_unet", spatial_dims=2, in_channels=1, out_channels=1, conv="hyper",
-                           features=4, n_stages=2)
+                           channels=4, num_pools=1)
     assert hyper(torch.randn(1, 1, 12, 12), 0.5).shape == (1, 1, 12, 12)

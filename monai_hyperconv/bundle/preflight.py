@@ -182,6 +182,21 @@ def _ids(config: Any, prefix: str = "", depth: int = 3) -> list[str]:
     return out
 
 
+#: config keys of the bundles that were renamed: old -> new (an override with the old name says so)
+RENAMED_KEYS: dict[str, str] = {"features": "channels", "n_stages": "num_pools"}
+
+
+def _renamed_hint(key: str, parser: Any) -> str:
+    """``" 'features' was renamed 'channels': use --channels."`` when the config defines the new key."""
+    head, _, last = key.rpartition("#")
+    new = RENAMED_KEYS.get(last)
+    new_key = f"{head}#{new}" if head else new
+    if new is None or new_key not in parser:
+        return ""
+    note = " (num_pools = n_stages - 1)" if last == "n_stages" else ""
+    return f" {last!r} was renamed {new!r}: use --{new_key}{note}."
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -208,7 +223,7 @@ def check_overrides(config_files: str | Sequence[str], overrides: Mapping[str, A
         if key not in parser:
             known = known if known is not None else _ids(parser.get())
             close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-            hint = f" Did you mean {' or '.join('--' + c for c in close)}?" if close else ""
+            hint = _renamed_hint(key, parser) or (f" Did you mean {' or '.join('--' + c for c in close)}?" if close else "")
             raise ConfigOverrideError(f"--{key}: the bundle's config ({', '.join(map(str, _as_list(config_files)))}) "
                                       f"defines no {key!r}, so this override would be ignored.{hint}")
         default = parser[key]

@@ -1,4 +1,4 @@
-"""Noise-robustness sweeps for classifiers (paper 004 §4.2 and the blog): accuracy on the test
+"""Noise-robustness sweeps for classifiers (Tek et al. 2020 §4.2 and Karmann's blog): accuracy on the test
 images corrupted by salt-and-pepper or additive Gaussian noise of increasing level, written as a
 CSV, a Markdown table and a PNG curve (atomically).
 
@@ -34,7 +34,7 @@ NOISE_TYPES = {
     "gaussian": "standard deviation of additive Gaussian noise (images in [0, 1])",
     "speckle": "standard deviation of multiplicative Gaussian noise x + x n (scikit-image's speckle)",
     "kspace_gaussian": "standard deviation of complex Gaussian noise added in k-space (orthonormal FFT; "
-                       "paper 001 Fig 8), magnitude image returned",
+                       "Ma et al., journal extension, Fig 8), magnitude image returned",
 }
 
 

@@ -78,7 +78,7 @@ class PhiInferer(Inferer):
 class LossSchedule:
     """Trainer handler: ``engine.loss_function`` = ``losses[k]`` from epoch ``starts[k]`` (1-based) on.
 
-    Paper 002 pre-trains with cross-entropy, then trains with soft Dice:
+    Gonzalez Ortiz et al. 2023 pre-train with cross-entropy, then trains with soft Dice:
     ``LossSchedule([ce, dice], [1, pretrain_epochs + 1])``. The loss is chosen from the epoch
     number at every epoch start, so a resumed run picks the right one.
 
@@ -153,7 +153,7 @@ class ParetoSweep:
     """Accuracy vs inference GFLOPs over phi for one trained network, without retraining.
 
     Runs :func:`monai_hyperconv.metrics.pareto_sweep` (materialised network per phi) and writes
-    ``<prefix>.csv``, ``<prefix>.png`` (metric vs GFLOPs, paper 002 Fig. 7), ``<prefix>.md`` and
+    ``<prefix>.csv``, ``<prefix>.png`` (metric vs GFLOPs, Gonzalez Ortiz et al. 2023, Fig. 7), ``<prefix>.md`` and
     ``<prefix>_choice.json`` (best phi; cheapest phi within ``max_metric_drop`` of the best; the
     best within ``max_gflops`` if given) into ``output_dir`` (rank 0 only). Attach to an evaluator
     (runs at ``COMPLETED``) or call :meth:`run`.

@@ -23,7 +23,7 @@ simulated is stated in each set's ``dataset.json["description"]`` and below:
   4-6 right CSF/GM/WM; "registration" pairs). Real: MNI152 T1 and tissue maps. Simulated:
   per-subject deformation and intensity changes; labels are the argmax of the deformed maps.
 * ``trimap`` (2-D shapes, labels 0 background / 1 object / 2 border, like the Oxford-Pets
-  tri-maps of paper 004). Entirely simulated.
+  tri-maps of Tek et al. 2020). Entirely simulated.
 * ``digits`` (2-D, 10 classes, integer labels). Real: scikit-learn's 1,797 handwritten 8x8
   digits, resized to 28x28 (bilinear). Nothing simulated.
 """

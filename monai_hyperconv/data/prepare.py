@@ -290,7 +290,7 @@ def prepare_brain_t1(
     Each volume is reoriented to the closest RAS orientation, its intensities mapped to [0, 1]
     (0 to the 99.5th percentile, clipped), and ``slices_per_volume`` axial slices evenly spaced
     in the central ``slab`` of the head's extent are zero-padded to square and resized to
-    ``size`` (paper 001 §4.4: 256x256 in [0, 1]).
+    ``size`` (Ma et al., journal extension, §4.4: 256x256 in [0, 1]).
 
     Args:
         src: folder searched recursively for ``*.nii`` / ``*.nii.gz``.

@@ -1,4 +1,4 @@
-"""Scale-space hypernetworks (paper 002): variable resizing, the primary UNet, the SSHN and its baselines.
+"""Scale-space hypernetworks (Gonzalez Ortiz et al. 2023): variable resizing, the primary UNet, the SSHN and its baselines.
 
 Importing this package registers in :func:`monai_hyperconv.networks.create_network`:
 ``"scale_space_unet"`` (the primary UNet, any conv type), ``"fixed_unet"`` (Fixed baseline,
@@ -25,7 +25,7 @@ __all__ = [
 
 
 def fixed_unet(spatial_dims: int, in_channels: int, out_channels: int, phi: float = 0.5, **kwargs) -> ScaleSpaceUNet:
-    """Fixed baseline (paper 002 Sec. 4.3): the primary UNet trained and used at one ``phi`` (default 0.5)."""
+    """Fixed baseline (Gonzalez Ortiz et al. 2023, Sec. 4.3): the primary UNet trained and used at one ``phi`` (default 0.5)."""
     kwargs.pop("phi_prior", None)  # a Fixed UNet has no prior, whatever a shared config passes
     return ScaleSpaceUNet(spatial_dims, in_channels, out_channels, phi=phi, phi_prior=None, **kwargs)
 
@@ -33,7 +33,7 @@ def fixed_unet(spatial_dims: int, in_channels: int, out_channels: int, phi: floa
 def stochastic_unet(
     spatial_dims: int, in_channels: int, out_channels: int, phi_prior=(0.0, 0.5), phi=None, **kwargs
 ) -> ScaleSpaceUNet:
-    """Stochastic baseline (paper 002 Sec. 4.3): one UNet, ``phi ~ U(phi_prior)`` every training step."""
+    """Stochastic baseline (Gonzalez Ortiz et al. 2023, Sec. 4.3): one UNet, ``phi ~ U(phi_prior)`` every training step."""
     return ScaleSpaceUNet(spatial_dims, in_channels, out_channels, phi=phi, phi_prior=phi_prior, **kwargs)
 
 
@@ -43,7 +43,7 @@ def _registration_unet(**kwargs):
 
 
 def _sshn_registration(**kwargs):
-    """Registration network whose backbone is a scale-space hypernetwork (paper 002 Sec. 4.1)."""
+    """Registration network whose backbone is a scale-space hypernetwork (Gonzalez Ortiz et al. 2023, Sec. 4.1)."""
     kwargs.setdefault("backbone", "sshn")
     return RegistrationNet(**kwargs)
 

@@ -1,4 +1,4 @@
-"""Kernel generators fed by a hypernetwork of the rescaling factor (paper 002, Eq. 2).
+"""Kernel generators fed by a hypernetwork of the rescaling factor (Gonzalez Ortiz et al. 2023, Eq. 2).
 
 A hypernetwork output ``theta(phi)`` is computed once per forward pass and *bound* to a
 :class:`ThetaSlot` shared by every consumer layer of one primary network; each
@@ -152,7 +152,7 @@ class PredictedConv(GeneratedConv, _SliceReader):
 
 
 class FiLM(_SliceReader):
-    """Feature-wise linear modulation ``gamma * x + beta`` per channel (Perez et al.; paper 002 Sec. 4.3).
+    """Feature-wise linear modulation ``gamma * x + beta`` per channel (Perez et al.; Gonzalez Ortiz et al. 2023, Sec. 4.3).
 
     ``gamma`` and ``beta`` are a slice of a bound hypernetwork output (``channels`` each).
     """
@@ -190,7 +190,7 @@ class FiLM(_SliceReader):
 
 
 class PhiHypernetwork(nn.Module):
-    """The hypernetwork ``theta(phi) = W h([phi, 1 - phi]) + theta_0`` (paper 002, Sec. 3 and 4.4).
+    """The hypernetwork ``theta(phi) = W h([phi, 1 - phi]) + theta_0`` (Gonzalez Ortiz et al. 2023, Sec. 3 and 4.4).
 
     ``h`` is an MLP with LeakyReLU after every hidden layer (hidden widths 10 and 100 by default,
     Kaiming-initialised weights, zero biases, as the paper); the output layer is linear with one

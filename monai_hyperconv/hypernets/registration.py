@@ -1,4 +1,4 @@
-"""VoxelMorph-style registration (paper 002 Sec. 4.1) on MONAI's ``VoxelMorph``, with our backbones.
+"""VoxelMorph-style registration (Gonzalez Ortiz et al. 2023, Sec. 4.1) on MONAI's ``VoxelMorph``, with our backbones.
 
 MONAI's :class:`monai.networks.nets.VoxelMorph` already is the framework the paper uses
 (UNet(moving ⊕ fixed) -> flow, optional scaling-and-squaring integration with ``DVF2DDF``,
@@ -24,8 +24,9 @@ from monai.networks.nets import VoxelMorph
 from torch import nn
 
 from ..layers.base import GeneratedConv
+from ..utils import check_spatial_dims
 from .sshn import FiLMScaleSpaceUNet, ScaleSpaceHyperUNet
-from .unet import MaterializedNetwork, ScaleSpaceUNet
+from .unet import MaterializedNetwork, ScaleSpaceUNet, accepts_old_width_depth_names
 
 __all__ = ["RegistrationNet"]
 
@@ -56,8 +57,9 @@ class RegistrationNet(VoxelMorph):
             (a :class:`ScaleSpaceHyperUNet`: phi over its resize layers), ``"film"``, or any module
             mapping ``2 * in_channels`` to ``spatial_dims`` channels at the input size.
         conv: conv type of the ``"unet"``/``"film"`` backbone (``"conv" | "hyper" | "adaptive" | (name, kwargs)``).
-        features, n_stages, convs_per_stage, act, norm: of the built backbone (defaults: 16 features,
-            4 stages).
+        channels, num_pools, convs_per_stage, act, norm: of the built backbone, as
+            :class:`ScaleSpaceUNet` (defaults: 16 channels at every stage, 3 down-samplings, i.e.
+            4 stages; ``features``/``n_stages`` are deprecated names, as there).
         integration_steps: scaling-and-squaring steps (``DVF2DDF``); 0 (default) predicts the
             displacement directly, as the paper; > 0 is diffeomorphic.
         half_res: integrate at half resolution.
@@ -68,14 +70,15 @@ class RegistrationNet(VoxelMorph):
         backbone_kwargs: further keyword arguments of the built backbone.
     """
 
+    @accepts_old_width_depth_names
     def __init__(
         self,
         spatial_dims: int = 2,
         in_channels: int = 1,
         backbone: Union[str, nn.Module] = "unet",
         conv: Union[str, tuple] = "conv",
-        features: Union[int, Sequence[int]] = 16,
-        n_stages: int = 4,
+        channels: Union[int, Sequence[int]] = 16,
+        num_pools: int = 3,
         convs_per_stage: int = 2,
         act: Union[str, tuple] = ("leakyrelu", {"negative_slope": 0.2}),
         norm: Optional[Union[str, tuple]] = None,
@@ -86,13 +89,12 @@ class RegistrationNet(VoxelMorph):
         flow_init_std: float = 1e-5,
         **backbone_kwargs,
     ) -> None:
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3 (MONAI Warp), got {spatial_dims!r}.")
+        spatial_dims = check_spatial_dims(spatial_dims, (2, 3), reason="MONAI Warp")
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}.")
         if not isinstance(integration_steps, int) or integration_steps < 0:
             raise ValueError(f"integration_steps must be an int >= 0, got {integration_steps!r}.")
-        common = dict(features=features, n_stages=n_stages, convs_per_stage=convs_per_stage, act=act, norm=norm,
+        common = dict(channels=channels, num_pools=num_pools, convs_per_stage=convs_per_stage, act=act, norm=norm,
                       **backbone_kwargs)
         if isinstance(backbone, nn.Module):
             net = backbone

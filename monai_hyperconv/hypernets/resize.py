@@ -1,4 +1,4 @@
-"""Variable resizing R_phi (paper 002, Sec. 3 and 4.4) and the rescaling-factor helpers."""
+"""Variable resizing R_phi (Gonzalez Ortiz et al. 2023, Sec. 3 and 4.4) and the rescaling-factor helpers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..utils import check_spatial_dims
 
 __all__ = ["check_phi", "check_phi_prior", "resolve_phi", "sample_phi", "scaled_size", "VariableResize"]
 
@@ -91,7 +93,7 @@ def resolve_phi(phi, training: bool, default: Optional[float], prior: Optional[T
 
 
 def scaled_size(size: Sequence[int], phi: float) -> Tuple[int, ...]:
-    """``max(1, round(phi * s))`` per spatial dimension (paper 002 Sec. 4.4: multiply and round to nearest).
+    """``max(1, round(phi * s))`` per spatial dimension (Gonzalez Ortiz et al. 2023, Sec. 4.4: multiply and round to nearest).
 
     Rounding is half-up (``floor(phi * s + 0.5)``), not Python's banker's rounding, so e.g. 33 at
     0.5 gives 17 like the paper's "nearest integer". (The group's research code truncates instead.)
@@ -115,9 +117,7 @@ class VariableResize(nn.Module):
 
     def __init__(self, spatial_dims: int, mode: str = "linear") -> None:
         super().__init__()
-        if spatial_dims not in (1, 2, 3):
-            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}.")
-        self.spatial_dims = spatial_dims
+        self.spatial_dims = spatial_dims = check_spatial_dims(spatial_dims)
         self.mode = _LINEAR_MODE[spatial_dims] if mode == "linear" else mode
 
     def forward(self, x: torch.Tensor, phi=None, size: Optional[Sequence[int]] = None) -> torch.Tensor:

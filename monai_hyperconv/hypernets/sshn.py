@@ -1,10 +1,10 @@
-"""Scale-space hypernetworks (paper 002) and the FiLM baseline."""
+"""Scale-space hypernetworks (Gonzalez Ortiz et al. 2023) and the FiLM baseline."""
 
 from __future__ import annotations
 
 import copy
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -12,7 +12,7 @@ from torch import nn
 from ..layers.convert import bake
 from .predicted import FiLM, PhiHypernetwork, PredictedConv, ThetaSlot
 from .resize import check_phi, check_phi_prior, resolve_phi
-from .unet import MaterializedNetwork, ScaleSpaceUNet
+from .unet import MaterializedNetwork, ScaleSpaceUNet, accepts_old_width_depth_names
 
 __all__ = ["ScaleSpaceHyperUNet", "FiLMScaleSpaceUNet"]
 
@@ -54,7 +54,7 @@ class _PhiConditioned(nn.Module):
 
 
 class ScaleSpaceHyperUNet(_PhiConditioned):
-    """Scale-space hypernetwork (SSHN, paper 002): ``y = f_phi(x; h(phi; omega))`` (Eq. 2).
+    """Scale-space hypernetwork (SSHN, Gonzalez Ortiz et al. 2023): ``y = f_phi(x; h(phi; omega))`` (Eq. 2).
 
     The primary :class:`ScaleSpaceUNet` has only :class:`PredictedConv` layers and no parameters
     of its own; a :class:`PhiHypernetwork` ``theta(phi) = W h([phi, 1 - phi]) + theta_0``
@@ -64,9 +64,10 @@ class ScaleSpaceHyperUNet(_PhiConditioned):
     :meth:`materialize` returns the deployable plain network for one ``phi``.
 
     Args:
-        spatial_dims, in_channels, out_channels, features, n_stages, convs_per_stage, kernel_size,
+        spatial_dims, in_channels, out_channels, channels, num_pools, convs_per_stage, kernel_size,
             act, norm, mode: as :class:`ScaleSpaceUNet` (norm layers must be parameter-free, e.g.
-            ``("instance", {"affine": False})``, since only conv parameters are predicted).
+            ``("instance", {"affine": False})``, since only conv parameters are predicted;
+            ``features``/``n_stages`` are deprecated names, as there).
         hyper_hidden: hidden widths of the hypernetwork (default (10, 100), the paper's).
         hyper_act: hypernetwork activation (default LeakyReLU).
         hyper_init_scale: initial std of the phi-dependent part ``W h`` relative to theta_0's.
@@ -74,13 +75,14 @@ class ScaleSpaceHyperUNet(_PhiConditioned):
         phi: optional default factor (used outside training when none is given).
     """
 
+    @accepts_old_width_depth_names
     def __init__(
         self,
         spatial_dims: int,
         in_channels: int,
         out_channels: int,
-        features: Union[int, Sequence[int]] = 32,
-        n_stages: int = 5,
+        channels: Union[int, Sequence[int]] = 32,
+        num_pools: int = 4,
         convs_per_stage: int = 2,
         kernel_size: int = 3,
         act: Union[str, tuple] = _DEFAULT_ACT,
@@ -99,7 +101,7 @@ class ScaleSpaceHyperUNet(_PhiConditioned):
             return PredictedConv(spatial_dims, in_ch, out_ch, **kw)
 
         self.primary = ScaleSpaceUNet(
-            spatial_dims, in_channels, out_channels, features=features, n_stages=n_stages,
+            spatial_dims, in_channels, out_channels, channels=channels, num_pools=num_pools,
             convs_per_stage=convs_per_stage, kernel_size=kernel_size, act=act, norm=norm, conv=make_conv,
             phi=None, phi_prior=None, mode=mode,
         )
@@ -128,10 +130,6 @@ class ScaleSpaceHyperUNet(_PhiConditioned):
             g = 1.0 if conv is self.primary.out_conv else gain  # the output conv is linear
             slices += [(conv.offset + s, n, std0, sc) for s, n, std0, sc in conv.init_slices(g)]
         self.hyper.init_output(slices)
-
-    def slice_of(self, conv: PredictedConv) -> Tuple[int, int]:
-        """``(start, stop)`` of ``conv``'s weight and bias in ``theta``."""
-        return conv.offset, conv.offset + conv.num_predicted
 
     @torch.no_grad()
     def scale_output_init(self, std: float) -> None:
@@ -166,7 +164,7 @@ class ScaleSpaceHyperUNet(_PhiConditioned):
 
 
 class _FiLMConv(nn.Module):
-    """conv followed by FiLM (paper 002 Sec. 4.3: FiLM after every convolution)."""
+    """conv followed by FiLM (Gonzalez Ortiz et al. 2023, Sec. 4.3: FiLM after every convolution)."""
 
     def __init__(self, conv: nn.Module, film: FiLM) -> None:
         super().__init__()
@@ -178,7 +176,7 @@ class _FiLMConv(nn.Module):
 
 
 class FiLMScaleSpaceUNet(_PhiConditioned):
-    """FiLM baseline (paper 002 Sec. 4.3): the primary UNet with its own conv weights and FiLM
+    """FiLM baseline (Gonzalez Ortiz et al. 2023, Sec. 4.3): the primary UNet with its own conv weights and FiLM
     ``gamma * conv(x) + beta`` after every conv, ``gamma, beta`` predicted from ``[phi, 1 - phi]``
     by an MLP; phi sampled from the prior in training.
 
@@ -186,13 +184,14 @@ class FiLMScaleSpaceUNet(_PhiConditioned):
     At initialisation the modulation is the identity plus a small phi-dependent part.
     """
 
+    @accepts_old_width_depth_names
     def __init__(
         self,
         spatial_dims: int,
         in_channels: int,
         out_channels: int,
-        features: Union[int, Sequence[int]] = 32,
-        n_stages: int = 5,
+        channels: Union[int, Sequence[int]] = 32,
+        num_pools: int = 4,
         convs_per_stage: int = 2,
         kernel_size: int = 3,
         act: Union[str, tuple] = _DEFAULT_ACT,
@@ -215,7 +214,7 @@ class FiLMScaleSpaceUNet(_PhiConditioned):
             return _FiLMConv(base(in_ch, out_ch, **kw), FiLM(out_ch))
 
         self.primary = ScaleSpaceUNet(
-            spatial_dims, in_channels, out_channels, features=features, n_stages=n_stages,
+            spatial_dims, in_channels, out_channels, channels=channels, num_pools=num_pools,
             convs_per_stage=convs_per_stage, kernel_size=kernel_size, act=act, norm=norm, conv=make_conv,
             phi=None, phi_prior=None, mode=mode,
         )

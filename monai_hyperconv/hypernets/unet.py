@@ -1,4 +1,4 @@
-"""The primary network of paper 002: a UNet whose down/up-sampling layers are ``R_phi``.
+"""The primary network of Gonzalez Ortiz et al. 2023: a UNet whose down/up-sampling layers are ``R_phi``.
 
 With plain convs it is the paper's Fixed baseline (a default ``phi``) and Stochastic baseline
 (``phi`` drawn from a prior in training); with predicted convs it is the SSHN's primary network.
@@ -6,7 +6,9 @@ With plain convs it is the paper's Fixed baseline (a default ``phi``) and Stocha
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -15,9 +17,10 @@ from torch import nn
 
 from ..layers.base import GeneratedConv
 from ..layers.factories import get_conv_type
+from ..utils import check_spatial_dims
 from .resize import VariableResize, check_phi, check_phi_prior, resolve_phi
 
-__all__ = ["ScaleSpaceUNet", "MaterializedNetwork", "leaky_slope"]
+__all__ = ["ScaleSpaceUNet", "MaterializedNetwork", "leaky_slope", "accepts_old_width_depth_names"]
 
 
 def leaky_slope(act) -> float:
@@ -28,16 +31,60 @@ def leaky_slope(act) -> float:
     return 0.0
 
 
-def _features(features: Union[int, Sequence[int]], n_stages: int) -> Tuple[int, ...]:
-    if isinstance(features, int) and not isinstance(features, bool):
-        feats: Tuple[int, ...] = (features,) * n_stages
+def _n_stages_to_num_pools(n_stages):
+    if not isinstance(n_stages, int) or isinstance(n_stages, bool) or n_stages < 1:
+        raise ValueError(f"n_stages must be a positive int, got {n_stages!r}.")
+    return n_stages - 1
+
+
+#: deprecated keyword -> (its replacement, value conversion, note in the warning)
+_RENAMED: Tuple[Tuple[str, str, Callable, str], ...] = (
+    ("features", "channels", lambda v: v, ""),
+    ("n_stages", "num_pools", _n_stages_to_num_pools, " (num_pools = n_stages - 1)"),
+)
+
+
+def accepts_old_width_depth_names(init: Callable) -> Callable:
+    """Let an ``__init__`` taking ``channels``/``num_pools`` (the names of :mod:`monai_hyperconv.networks`)
+    also take their former names ``features`` (same meaning as ``channels``) and ``n_stages``
+    (encoder stages, ``num_pools + 1``), with a ``FutureWarning`` naming the new name.
+    The old names are accepted in 0.1.x and will be removed in 0.2.0.
+
+    (``monai.utils.deprecated_arg(new_name=...)`` renames without converting the value, and
+    ``n_stages`` is not ``num_pools``.)
+    """
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        for old, new, convert, note in _RENAMED:
+            if old not in kwargs:
+                continue
+            if new in kwargs:
+                raise TypeError(f"{type(self).__name__}: got both {new!r} and its deprecated name {old!r}; "
+                                f"pass {new!r} only.")
+            warnings.warn(
+                f"{type(self).__name__}: argument `{old}` is deprecated and will be removed in 0.2.0; "
+                f"use `{new}`{note}.", FutureWarning, stacklevel=2,
+            )
+            kwargs[new] = convert(kwargs.pop(old))
+        return init(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _stage_channels(channels: Union[int, Sequence[int]], num_pools: int) -> Tuple[int, ...]:
+    """One width per encoder stage (``num_pools + 1``); an int is the same at every stage (not doubled)."""
+    n = num_pools + 1
+    if isinstance(channels, int) and not isinstance(channels, bool):
+        widths: Tuple[int, ...] = (channels,) * n
     else:
-        feats = tuple(int(f) for f in features)
-        if len(feats) != n_stages:
-            raise ValueError(f"features must be an int or {n_stages} ints (one per encoder stage), got {features!r}.")
-    if any(f < 1 for f in feats):
-        raise ValueError(f"features must be positive, got {features!r}.")
-    return feats
+        widths = tuple(int(c) for c in channels)
+        if len(widths) != n:
+            raise ValueError(f"channels must be an int or num_pools + 1 = {n} ints (one per encoder stage), "
+                             f"got {channels!r}.")
+    if any(c < 1 for c in widths):
+        raise ValueError(f"channels must be positive, got {channels!r}.")
+    return widths
 
 
 class _Stage(nn.Module):
@@ -60,10 +107,11 @@ class _Stage(nn.Module):
 
 
 class ScaleSpaceUNet(nn.Module):
-    """UNet with variable resizing ``R_phi`` (paper 002, Sec. 3 and 4.4).
+    """UNet with variable resizing ``R_phi`` (Gonzalez Ortiz et al. 2023, Sec. 3 and 4.4).
 
-    ``n_stages`` encoder stages and ``n_stages - 1`` decoder stages, ``convs_per_stage`` convs
-    each (conv -> [norm] -> act), LeakyReLU by default. Between encoder stages the features are
+    ``num_pools + 1`` encoder stages and ``num_pools`` decoder stages, ``convs_per_stage`` convs
+    each (conv -> [norm] -> act), LeakyReLU by default. Between encoder stages (``num_pools``
+    times, where :class:`~monai_hyperconv.networks.PaperUNet` max-pools) the features are
     resized to ``round(phi * size)`` (bi/trilinear); each decoder stage up-samples to its skip
     connection's exact size, concatenates, and convolves. A 1x1 conv gives the output.
 
@@ -75,8 +123,10 @@ class ScaleSpaceUNet(nn.Module):
         spatial_dims: 1, 2 or 3.
         in_channels: input channels.
         out_channels: output channels.
-        features: channels per encoder stage (int: the same at every stage, paper: 32).
-        n_stages: encoder stages (default 5, the paper's; decoder stages are one fewer).
+        channels: width of every encoder stage, an int (the same at every stage, paper: 32; unlike
+            :class:`~monai_hyperconv.networks.PaperUNet`'s, not doubled) or ``num_pools + 1`` ints.
+        num_pools: down-samplings ``R_phi`` (default 4: the paper's 5 encoder stages); 0 gives a
+            single stage.
         convs_per_stage: convs per stage (default 2).
         kernel_size: conv kernel size (odd; default 3).
         act: activation name or (name, kwargs) (default LeakyReLU with slope 0.2).
@@ -86,17 +136,21 @@ class ScaleSpaceUNet(nn.Module):
         phi: default rescaling factor in (0, 1] (None: phi must be given outside training).
         phi_prior: ``(low, high)`` of the uniform training prior (None: no sampling).
         mode: resize mode, ``"linear"`` (bi/trilinear) by default.
+
+    ``features`` and ``n_stages`` (= ``num_pools + 1``), the former names of ``channels`` and the
+    depth, are still accepted with a ``FutureWarning`` (removed in 0.2.0).
     """
 
     accepts_phi = True
 
+    @accepts_old_width_depth_names
     def __init__(
         self,
         spatial_dims: int,
         in_channels: int,
         out_channels: int,
-        features: Union[int, Sequence[int]] = 32,
-        n_stages: int = 5,
+        channels: Union[int, Sequence[int]] = 32,
+        num_pools: int = 4,
         convs_per_stage: int = 2,
         kernel_size: int = 3,
         act: Union[str, tuple] = ("leakyrelu", {"negative_slope": 0.2}),
@@ -107,31 +161,32 @@ class ScaleSpaceUNet(nn.Module):
         mode: str = "linear",
     ) -> None:
         super().__init__()
-        if spatial_dims not in (1, 2, 3):
-            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}.")
-        for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("n_stages", n_stages),
+        spatial_dims = check_spatial_dims(spatial_dims)
+        for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
                         ("convs_per_stage", convs_per_stage)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}.")
+        if not isinstance(num_pools, int) or isinstance(num_pools, bool) or num_pools < 0:
+            raise ValueError(f"num_pools must be an int >= 0, got {num_pools!r}.")
         if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size!r}.")
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.features = _features(features, n_stages)
-        self.n_stages = n_stages
+        self.channels = _stage_channels(channels, num_pools)
+        self.num_pools = num_pools
         self.phi = None if phi is None else check_phi(phi)
         self.phi_prior = check_phi_prior(phi_prior)
         self.act_slope = leaky_slope(act)
         make_conv = conv if callable(conv) else get_conv_type(conv, spatial_dims)
-        f = self.features
+        f = self.channels
         self.encoder = nn.ModuleList(
             [_Stage(make_conv, spatial_dims, in_channels if i == 0 else f[i - 1], f[i], convs_per_stage, kernel_size,
-                    act, norm) for i in range(n_stages)]
+                    act, norm) for i in range(num_pools + 1)]
         )
         self.decoder = nn.ModuleList(
             [_Stage(make_conv, spatial_dims, f[i] + f[i + 1], f[i], convs_per_stage, kernel_size, act, norm)
-             for i in reversed(range(n_stages - 1))]
+             for i in reversed(range(num_pools))]
         )
         self.out_conv = make_conv(f[0], out_channels, kernel_size=1, padding=0, bias=True)
         self.resize = VariableResize(spatial_dims, mode)
@@ -179,12 +234,27 @@ class ScaleSpaceUNet(nn.Module):
         from .resize import scaled_size
 
         sizes = [tuple(int(s) for s in size)]
-        for _ in range(self.n_stages - 1):
+        for _ in range(self.num_pools):
             sizes.append(scaled_size(sizes[-1], phi))
         return sizes
 
+    def __getattr__(self, name: str):
+        """``features`` and ``n_stages``: deprecated aliases of ``channels`` and ``num_pools + 1``, with a
+        ``FutureWarning`` (removed in 0.2.0). Resolved here, after ``nn.Module``'s lookup fails, so that
+        ``dir()``-based introspection (TorchScript, ``inspect``) does not see or trigger them."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name not in ("features", "n_stages"):
+                raise
+        new = "channels" if name == "features" else "num_pools"
+        note = " (n_stages = num_pools + 1)" if name == "n_stages" else ""
+        warnings.warn(f"{type(self).__name__}.{name} is deprecated and will be removed in 0.2.0; use .{new}{note}.",
+                      FutureWarning, stacklevel=2)
+        return self.channels if name == "features" else self.num_pools + 1
+
     def extra_repr(self) -> str:
-        return f"features={self.features}, phi={self.phi}, phi_prior={self.phi_prior}"
+        return f"channels={self.channels}, phi={self.phi}, phi_prior={self.phi_prior}"
 
 
 class MaterializedNetwork(nn.Module):

@@ -1,4 +1,4 @@
-"""Adaptive convolution kernel (paper 004): learnable weights times a normalised Gaussian envelope."""
+"""Adaptive convolution kernel (Tek et al. 2020): learnable weights times a normalised Gaussian envelope."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _ensure_hook() -> None:
 
 
 class AdaptiveConv(GeneratedConv):
-    """Adaptive convolution kernel: ``K_q = W_q * U_q`` (paper 004, Eq. 5-7, 21).
+    """Adaptive convolution kernel: ``K_q = W_q * U_q`` (Tek et al. 2020, Eq. 5-7, 21).
 
     For output filter ``q`` the envelope ``U_q(g) = exp(-|g - mu|^2 / (2 sigma_q^2 + 1e-8))`` is
     evaluated on the kernel grid normalised to [0, 1] per axis (``g_i = x_i / (k_i - 1)``) with

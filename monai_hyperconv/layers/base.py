@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..utils import check_spatial_dims
+
 __all__ = ["GeneratedConv", "ConvNdSignature", "dim_variant", "ensure_tuple_dims", "conv_class", "conv_transpose_class"]
 
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -27,18 +29,12 @@ _CONVT_CLS = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3
 
 def conv_class(spatial_dims: int) -> type:
     """``nn.Conv{1,2,3}d`` for ``spatial_dims``."""
-    return _CONV_CLS[_check_dims(spatial_dims)]
+    return _CONV_CLS[check_spatial_dims(spatial_dims)]
 
 
 def conv_transpose_class(spatial_dims: int) -> type:
     """``nn.ConvTranspose{1,2,3}d`` for ``spatial_dims``."""
-    return _CONVT_CLS[_check_dims(spatial_dims)]
-
-
-def _check_dims(spatial_dims) -> int:
-    if spatial_dims not in (1, 2, 3) or isinstance(spatial_dims, bool):
-        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}.")
-    return int(spatial_dims)
+    return _CONVT_CLS[check_spatial_dims(spatial_dims)]
 
 
 def ensure_tuple_dims(value, spatial_dims: int, name: str) -> Tuple[int, ...]:
@@ -99,7 +95,7 @@ class GeneratedConv(nn.Module):
         odd_kernel: bool = True,
     ) -> None:
         super().__init__()
-        d = _check_dims(spatial_dims)
+        d = check_spatial_dims(spatial_dims)
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}.")

@@ -98,7 +98,7 @@ def convert(
         conv: generated conv spec, e.g. ``"hyper"``, ``"adaptive"``, ``("hyper", {"n_l": 8})``.
         kernel_size: optional new (odd) kernel size; must not be smaller than a layer's own.
         fit: first fit each generated kernel to reproduce the existing one (zero-padded to the new
-            size) by L2, the papers' kernel-fitting analysis (000 Fig 8, 001 Fig 11); the existing
+            size) by L2, the papers' kernel-fitting analysis (Ma et al. 2022, Fig 8; journal extension, Fig 11); the existing
             bias is always copied.
         fit_steps: gradient steps of the fit after its closed-form start (see ``fit_to_kernel``).
         transposed: also convert transposed convolutions.

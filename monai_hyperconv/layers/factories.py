@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, Sequence, Tuple, Type, Union
 
 from monai.networks.layers.factories import Conv, split_args
 
+from ..utils import check_spatial_dims
 from .adaptive import AdaptiveConv, AdaptiveConv1d, AdaptiveConv2d, AdaptiveConv3d
 from .base import GeneratedConv, dim_variant
 from .hyperconv import HyperConv, HyperConv1d, HyperConv2d, HyperConv3d
@@ -40,9 +41,7 @@ def register_generated_conv(name: str, cls: Type[GeneratedConv], variants: Seque
     _REGISTRY[key] = by_dim
 
     def _factory(dim: int) -> type:
-        if dim not in by_dim:
-            raise ValueError(f"Conv[{key!r}, {dim}]: spatial_dims must be 1, 2 or 3.")
-        return by_dim[dim]
+        return by_dim[check_spatial_dims(dim, tuple(by_dim), name=f"Conv[{key!r}, {dim}]: spatial_dims")]
 
     Conv.add_factory_callable(key, _factory, desc=f"monai_hyperconv {cls.__name__}")
 
@@ -65,8 +64,7 @@ def get_conv_type(conv: ConvSpec, spatial_dims: int) -> Callable[..., Any]:
         A callable ``(in_channels, out_channels, kernel_size=, stride=, padding=, dilation=,
         groups=, bias=)`` building the layer.
     """
-    if spatial_dims not in (1, 2, 3):
-        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}.")
+    spatial_dims = check_spatial_dims(spatial_dims)
     try:
         name, kwargs = split_args(conv)
     except (TypeError, ValueError):

@@ -1,4 +1,4 @@
-"""Unsupervised registration loss: image similarity + lambda * total variation (paper 002 Sec. 4.1)."""
+"""Unsupervised registration loss: image similarity + lambda * total variation (Gonzalez Ortiz et al. 2023, Sec. 4.1)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from monai.utils import LossReduction
 from torch import nn
 from torch.nn.modules.loss import _Loss
 
+from ..utils import check_spatial_dims
 from .tv import TotalVariationLoss
 
 __all__ = ["RegistrationLoss"]
 
 
 class RegistrationLoss(_Loss):
-    """``L = L_sim(moved, fixed) + lambda_reg * TV(ddf)`` (paper 002 Sec. 4.1, VoxelMorph's objective).
+    """``L = L_sim(moved, fixed) + lambda_reg * TV(ddf)`` (Gonzalez Ortiz et al. 2023, Sec. 4.1; VoxelMorph's objective).
 
     Args:
         spatial_dims: 2 or 3 (LNCC needs it).
@@ -42,8 +43,7 @@ class RegistrationLoss(_Loss):
         super().__init__(reduction=LossReduction(reduction).value)
         if self.reduction == LossReduction.NONE.value:
             raise ValueError("RegistrationLoss supports reduction 'mean' or 'sum' (its terms have different shapes).")
-        if spatial_dims not in (1, 2, 3):
-            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}.")
+        spatial_dims = check_spatial_dims(spatial_dims)
         if not lambda_reg >= 0:
             raise ValueError(f"lambda_reg must be >= 0, got {lambda_reg!r}.")
         kw = dict(similarity_kwargs or {})

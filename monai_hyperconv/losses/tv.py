@@ -12,7 +12,7 @@ __all__ = ["TotalVariationLoss"]
 
 
 class TotalVariationLoss(_Loss):
-    """Total variation by forward differences, as in paper 002's registration (Sec. 4.1) and voxelmorph's Grad.
+    """Total variation by forward differences, as in the registration of Gonzalez Ortiz et al. 2023 (Sec. 4.1) and voxelmorph's Grad.
 
     For ``x`` of shape ``(B, C, *spatial)`` and every spatial axis ``d`` the forward difference
     ``D_d x = x[..., i+1, ...] - x[..., i, ...]``; the per-sample loss is

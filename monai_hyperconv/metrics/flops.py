@@ -1,4 +1,4 @@
-"""Inference FLOPs with ``torch.utils.flop_counter`` (paper 002 reports inference GFLOPs per phi)."""
+"""Inference FLOPs with ``torch.utils.flop_counter`` (Gonzalez Ortiz et al. 2023 report inference GFLOPs per phi)."""
 
 from __future__ import annotations
 

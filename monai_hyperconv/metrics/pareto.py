@@ -1,4 +1,4 @@
-"""Accuracy-efficiency Pareto fronts over the rescaling factor (paper 002, Sec. 5.1 and Fig. 7)."""
+"""Accuracy-efficiency Pareto fronts over the rescaling factor (Gonzalez Ortiz et al. 2023, Sec. 5.1 and Fig. 7)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def default_phis() -> List[float]:
 
 
 def dice_per_sample(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean foreground Dice per sample for segmentation logits (paper 002's task metric).
+    """Mean foreground Dice per sample for segmentation logits (the task metric of Gonzalez Ortiz et al. 2023).
 
     Args:
         pred: logits ``(B, C, *spatial)``: argmax over ``C > 1`` classes, or ``logit > 0`` for ``C = 1``.
@@ -262,7 +262,7 @@ def plot_pareto(
     higher_is_better: bool = True,
     title: str = "Accuracy vs inference cost",
 ) -> str:
-    """Metric vs GFLOPs per series, +-1 std shaded, Pareto front circled (paper 002 Fig. 7); PNG, atomic."""
+    """Metric vs GFLOPs per series, +-1 std shaded, Pareto front circled (Gonzalez Ortiz et al. 2023, Fig. 7); PNG, atomic."""
     # a bare Figure renders PNG with the Agg renderer whatever backend is selected, without pyplot's
     # global figure registry or switching the process-wide backend: headless and thread-friendly
     from matplotlib.figure import Figure

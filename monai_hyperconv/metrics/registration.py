@@ -1,4 +1,4 @@
-"""Registration evaluation (paper 002 Sec. 4.1): label Dice after nearest-neighbour warping, and folding."""
+"""Registration evaluation (Gonzalez Ortiz et al. 2023, Sec. 4.1): label Dice after nearest-neighbour warping, and folding."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Kernel smoothness: the mean absolute Laplacian of learned kernels (papers 000 Fig 7-8, 001 Fig 10-11).
+"""Kernel smoothness: the mean absolute Laplacian of learned kernels (Ma et al. 2022, Figs 7-8; journal extension, Figs 10-11).
 
 The papers quantify the smoothness of a kernel by "its average 2nd-order spatial derivative
 (Laplacian)" and list it per layer (lower = smoother). The papers do not give the stencil; we use
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.base import GeneratedConv
+from ..utils import check_spatial_dims
 from .pareto import atomic_write
 
 __all__ = ["kernel_laplacian", "layer_smoothness", "plot_kernel_grid", "conv_weights", "kernel_grid_size", "BOUNDARIES"]
@@ -126,9 +127,9 @@ def kernel_laplacian(
                 f"pass spatial_dims=."
             )
         spatial_dims = inferred[weight.dim()]
-    if spatial_dims not in (1, 2, 3) or weight.dim() < spatial_dims:
-        raise ValueError(f"spatial_dims must be 1, 2 or 3 and <= weight.dim(), got {spatial_dims!r} "
-                         f"for shape {tuple(weight.shape)}.")
+    spatial_dims = check_spatial_dims(spatial_dims)
+    if weight.dim() < spatial_dims:
+        raise ValueError(f"spatial_dims must be <= weight.dim(), got {spatial_dims!r} for shape {tuple(weight.shape)}.")
     k = weight if weight.is_floating_point() else weight.float()
     lap = _laplacian_map(k, spatial_dims, boundary)
     if reduction == "map":
@@ -170,7 +171,7 @@ def layer_smoothness(
     boundary: str = "interior",
     min_kernel: int = 3,
 ) -> List[Dict[str, Any]]:
-    """Per-layer kernel smoothness (papers 000 Fig 7 / 001 Fig 10): one row per convolution.
+    """Per-layer kernel smoothness (Ma et al. 2022, Fig 7 / journal extension, Fig 10): one row per convolution.
 
     Works for plain ``nn.ConvNd`` / ``nn.ConvTransposeNd`` and for every :class:`GeneratedConv`
     (hyper-, adaptive convs: their generated ``.weight``). 1x1 convs are skipped.
@@ -244,7 +245,7 @@ def plot_kernel_grid(
     dpi: int = 100,
     cmap: str = "gray",
 ) -> str:
-    """A PNG of learned kernels as papers 000 Fig 7 / 001 Fig 10: one row per layer, ``n_kernels`` per row.
+    """A PNG of learned kernels as Ma et al. 2022, Fig 7 / journal extension, Fig 10: one row per layer, ``n_kernels`` per row.
 
     Each row shows ``n_kernels`` kernels (``out, in`` pairs) of one layer chosen at random with
     ``seed`` (all of them if the layer has fewer), each on its own symmetric grey scale

@@ -3,7 +3,7 @@
 Classes (MONAI conventions: ``(spatial_dims, in_channels, out_channels, ...)``, keyword-usable,
 ``conv="conv" | "hyper" | "adaptive" | (name, kwargs)``): :class:`PaperUNet`,
 :class:`MultiBranchUNet`, :class:`FlatResidualCNN`, :class:`SimpleCNN`, :class:`SmallResNet`.
-Registered names (``list_networks()``) cover the rows of papers 000/001 Tables 1-4 (HyperSeg: our implementation).
+Registered names (``list_networks()``) cover the rows of Tables 1-4 of Ma et al. 2022 and its journal extension (HyperSeg: our implementation).
 """
 
 from .blocks import ConvNormAct, DoubleConv, NonLocalBlock

@@ -4,7 +4,7 @@ Every convolution with a kernel larger than 1 is built from a conv *spec* (``"co
 ``"hyper"``, ``"adaptive"``, ``("hyper", {"n_l": 8})``, ...) through
 :func:`monai_hyperconv.layers.get_conv_type`, so one argument switches a whole network between
 ordinary, hyper- and adaptive convolutions. 1x1 convolutions stay plain ``nn.ConvNd`` (the
-papers keep them ordinary: "except for the final 1x1 convolution", 000 footnote 1).
+papers keep them ordinary: "except for the final 1x1 convolution", Ma et al. 2022, footnote 1).
 """
 
 from __future__ import annotations
@@ -17,18 +17,12 @@ from torch import nn
 
 from ..layers.base import conv_class, ensure_tuple_dims
 from ..layers.factories import ConvSpec, get_conv_type
+from ..utils import check_spatial_dims
 
 __all__ = ["ConvNormAct", "DoubleConv", "NonLocalBlock", "make_conv", "check_spatial_dims", "dropout_layer"]
 
 ArgSpec = Optional[Union[str, tuple]]
 DropoutSpec = Optional[Union[float, str, tuple]]
-
-
-def check_spatial_dims(spatial_dims) -> int:
-    """Return ``spatial_dims`` if it is 1, 2 or 3, else raise a ``ValueError`` naming it."""
-    if isinstance(spatial_dims, bool) or spatial_dims not in (1, 2, 3):
-        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}.")
-    return int(spatial_dims)
 
 
 def check_positive_int(value, name: str) -> int:
@@ -84,7 +78,7 @@ class ConvNormAct(nn.Sequential):
     """``conv -> [norm] -> [act] -> [dropout]`` with "same" padding (children ``conv, norm, act, drop``).
 
     The generated convs carry their own bias, as the official hyper block (hyper-conv -> bias ->
-    BN -> ReLU -> Dropout, 000 code); ``bias=True`` before a norm is redundant but kept by default
+    BN -> ReLU -> Dropout, Ma et al. 2022 code); ``bias=True`` before a norm is redundant but kept by default
     so parameter counts match the papers'.
 
     Args:
@@ -154,7 +148,7 @@ class DoubleConv(nn.Sequential):
 
 
 class NonLocalBlock(nn.Module):
-    """Non-local block, dot-product form (Wang et al. 2018; used at the UNet bottleneck by papers 000/001).
+    """Non-local block, dot-product form (Wang et al. 2018; used at the UNet bottleneck by Ma et al. 2022 and its journal extension).
 
     ``y = x + W_z( (1/N) theta(x) phi(x)^T g(x) )`` with 1x1 projections ``theta, phi, g: C -> C/2``
     and ``W_z: C/2 -> C``, all without bias (as the reference code), ``N`` the number of positions.

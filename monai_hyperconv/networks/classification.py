@@ -1,4 +1,4 @@
-"""Classification networks of paper 004 (adaptive kernels, §4.2-4.3) and the hyper-conv blog's MNIST net (003)."""
+"""Classification networks of Tek et al. 2020 (adaptive kernels, §4.2-4.3) and Karmann's hyper-conv blog MNIST net."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from torch import nn
 
 from ..layers.base import conv_class, ensure_tuple_dims
 from ..layers.factories import ConvSpec, get_conv_type
-from .blocks import ArgSpec, ConvNormAct, DropoutSpec, check_positive_int, check_spatial_dims, dropout_layer, make_conv
+from ..utils import check_spatial_dims
+from .blocks import ArgSpec, ConvNormAct, DropoutSpec, check_positive_int, dropout_layer, make_conv
 
 __all__ = ["SimpleCNN", "SmallResNet", "PreActResidualBlock"]
 
 
 class SimpleCNN(nn.Module):
-    """The simple convolutional classifier of paper 004 §4.2 (Table 1, left), any conv type.
+    """The simple convolutional classifier of Tek et al. 2020 §4.2 (Table 1, left), any conv type.
 
     ``[conv -> norm -> act] x len(channels)``, a 2x max-pool after the last conv (or after every
     conv with ``pool_every_conv=True``, the classic "conv -> relu -> pool, twice" MNIST CNN),
@@ -132,14 +133,14 @@ class PreActResidualBlock(nn.Module):
 
 
 class SmallResNet(nn.Module):
-    """A small pre-activation ResNet classifier, any conv type (blog 003's MNIST net; paper 004 §4.3).
+    """A small pre-activation ResNet classifier, any conv type (Karmann's blog MNIST net; Tek et al. 2020 §4.3).
 
     A plain 1x1 stem to ``channels``; ``num_stages`` stages of ``blocks_per_stage``
     :class:`PreActResidualBlock` s; between stages norm -> act -> plain 1x1 conv doubling the width
     -> 2x max-pool; then norm -> act -> global max-pool -> [dropout] -> linear (logits). The defaults
     (8 channels, 4 stages of 2 blocks, 3x3 kernels) are the blog's MNIST classifier, which on
     28x28 inputs ends on a 3x3 map pooled globally; global pooling makes the net size-agnostic.
-    Paper 004's ResNet (16 filters, 3 stages) is ``channels=16, num_stages=3``.
+    Tek et al. 2020's ResNet (16 filters, 3 stages) is ``channels=16, num_stages=3``.
 
     Args:
         spatial_dims: 1, 2 or 3.

@@ -1,7 +1,7 @@
-"""A UNet whose first convolution has its own conv type and kernel size (paper 004 §4.4).
+"""A UNet whose first convolution has its own conv type and kernel size (Tek et al. 2020 §4.4).
 
-Paper 004 (adaptive kernels) segments Oxford-IIIT Pets tri-maps with a U-Net whose *first*
-convolution is a 7x7 adaptive conv and compares it with a 3x3 and a 7x7 ordinary first conv;
+Tek et al. 2020 (adaptive kernels) segment Oxford-IIIT Pets tri-maps with a U-Net whose *first*
+convolution is a 7x7 adaptive conv and compare it with a 3x3 and a 7x7 ordinary first conv;
 the rest of the network is unchanged. :class:`FirstLayerUNet` is that network: one
 ``first_conv`` ``conv -> norm -> act`` unit of ``first_kernel_size`` on the input, followed by a
 :class:`~monai_hyperconv.networks.PaperUNet` (whose own convs follow ``conv``).
@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ..layers.factories import ConvSpec, get_conv_type
-from .blocks import ArgSpec, ConvNormAct, DropoutSpec, check_positive_int, check_spatial_dims
+from ..utils import check_spatial_dims
+from .blocks import ArgSpec, ConvNormAct, DropoutSpec, check_positive_int
 from .registry import register_network
 from .unet import PaperUNet, check_input_shape, resolve_channels
 
@@ -24,7 +25,7 @@ __all__ = ["FirstLayerUNet"]
 
 
 class FirstLayerUNet(nn.Module):
-    """UNet with a separately chosen first convolution (paper 004 §4.4 tri-map segmentation).
+    """UNet with a separately chosen first convolution (Tek et al. 2020 §4.4 tri-map segmentation).
 
     ``input -> first (first_conv, first_kernel_size) -> norm -> act -> PaperUNet -> logits``.
 
@@ -32,7 +33,7 @@ class FirstLayerUNet(nn.Module):
         spatial_dims: 1, 2 or 3.
         in_channels: input channels.
         out_channels: output channels (logits, e.g. 3 tri-map classes).
-        first_conv: conv type of the first layer: ``"adaptive"`` (default, 004's 7x7 adaptive
+        first_conv: conv type of the first layer: ``"adaptive"`` (default, Tek et al.'s 7x7 adaptive
             kernel), ``"conv"``, ``"hyper"`` or ``(name, kwargs)``.
         first_kernel_size: odd kernel size of the first layer (default 7).
         first_channels: output channels of the first layer (default: the UNet's first width).
@@ -93,5 +94,5 @@ class FirstLayerUNet(nn.Module):
 
 register_network(
     "first_layer_unet", FirstLayerUNet,
-    description="UNet whose first conv has its own type/kernel (004 §4.4: 7x7 adaptive first conv)",
+    description="UNet whose first conv has its own type/kernel (Tek et al. 2020 §4.4: 7x7 adaptive first conv)",
 )

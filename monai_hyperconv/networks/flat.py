@@ -1,4 +1,4 @@
-"""Flat (no down-sampling) residual CNNs of papers 000/001: Flat Dilated CNN and Flat Hyper-CNN."""
+"""Flat (no down-sampling) residual CNNs of Ma et al. 2022 and its journal extension: Flat Dilated CNN and Flat Hyper-CNN."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from torch import nn
 
 from ..layers.base import conv_class
 from ..layers.factories import ConvSpec, get_conv_type
-from .blocks import ArgSpec, ConvNormAct, DropoutSpec, check_positive_int, check_spatial_dims, make_conv
+from ..utils import check_spatial_dims
+from .blocks import ArgSpec, ConvNormAct, DropoutSpec, check_positive_int, make_conv
 
 __all__ = ["FlatResidualCNN", "FlatResidualBlock"]
 
@@ -41,7 +42,7 @@ class FlatResidualBlock(nn.Module):
 class FlatResidualCNN(nn.Module):
     """Flat residual CNN: every conv at full resolution, receptive field grown by dilation or kernel size.
 
-    Papers 000/001 §4.1 (after Yu & Koltun): the Flat Dilated CNN has 7 residual blocks of two
+    Ma et al. 2022 and the journal extension, §4.1 (after Yu & Koltun): the Flat Dilated CNN has 7 residual blocks of two
     3x3 convs with dilations 1, 2, 4, 8, 4, 2, 1 and widths 16, 32, 64, 128, 64, 32, 16
     (0.44M parameters, receptive field 1 + 2*2*22 = 89); the Flat Hyper-CNN replaces them by
     dense hyper-convs of the same extent, kernels 3, 5, 9, 17, 9, 5, 3 with N_L = 8, so

@@ -1,6 +1,6 @@
 """HyperSeg-style baseline (Nirkin, Wolf & Hassner, CVPR 2021), our implementation.
 
-Papers 000/001 compare against "our implementation of HyperSeg" (Table 1: 0.683 test Dice on
+Ma et al. 2022 and its journal extension compare against "our implementation of HyperSeg" (Table 1: 0.683 test Dice on
 LiTS, "all pixels" receptive field, 1.2M parameters). This module is *our* implementation of that
 idea for MONAI, not a port of the official code: an encoder whose deepest features drive a
 hypernetwork that generates the weights of every decoder convolution, separately for every
@@ -59,7 +59,8 @@ from torch import nn
 
 from ..layers.base import ensure_tuple_dims
 from ..layers.factories import ConvSpec, get_conv_type
-from .blocks import ArgSpec, DoubleConv, check_positive_int, check_spatial_dims
+from ..utils import check_spatial_dims
+from .blocks import ArgSpec, DoubleConv, check_positive_int
 from .registry import register_network
 from .unet import resolve_channels
 
@@ -224,7 +225,7 @@ class PatchHyperNetwork(nn.Module):
 class HyperSegNet(nn.Module):
     """HyperSeg-style network: an encoder drives a hypernetwork that generates the decoder's weights per patch.
 
-    Our implementation of the HyperSeg baseline of papers 000/001 (Nirkin et al., CVPR 2021);
+    Our implementation of the HyperSeg baseline of Ma et al. 2022 / journal extension (Nirkin et al., CVPR 2021);
     see the module docstring for the design and the simplifications versus the original.
 
     Args:
@@ -401,5 +402,5 @@ class HyperSegNet(nn.Module):
 register_network(
     "hyperseg", HyperSegNet,
     description="HyperSeg-style baseline (Nirkin et al. 2021; our implementation): encoder-driven patch-wise "
-                "hypernetwork decoder (papers 000/001 Table 1)",
+                "hypernetwork decoder (Ma et al. 2022, Table 1)",
 )

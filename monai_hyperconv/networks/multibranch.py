@@ -1,4 +1,4 @@
-"""Multi-branch UNet for multi-contrast MS-lesion segmentation (MB-UNet, Aslani et al. 2019; papers 000/001 Table 3)."""
+"""Multi-branch UNet for multi-contrast MS-lesion segmentation (MB-UNet, Aslani et al. 2019; Ma et al. 2022 Table 3)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ..layers.factories import ConvSpec, get_conv_type
-from .blocks import ArgSpec, ConvNormAct, DropoutSpec, check_positive_int, check_spatial_dims
+from ..utils import check_spatial_dims
+from .blocks import ArgSpec, ConvNormAct, DropoutSpec, check_positive_int
 from .unet import PaperUNetDecoder, PaperUNetEncoder, _check_placement, check_input_shape, resolve_channels
 
 __all__ = ["MultiBranchUNet"]
@@ -20,8 +21,8 @@ class MultiBranchUNet(nn.Module):
     """MB-UNet: one encoder branch per MRI contrast, fused at every scale, one shared decoder.
 
     Aslani et al. (NeuroImage 2019) encode each contrast (FLAIR, PD, T2, T1) with its own
-    branch and fuse the branches' features at several scales before a single decoder; papers
-    000/001 use it as the MS-lesion baseline (Table 3) and swap its convs for hyper-convs
+    branch and fuse the branches' features at several scales before a single decoder; Ma et al.
+    2022 and its journal extension use it as the MS-lesion baseline (Table 3) and swap its convs for hyper-convs
     (Hyper-MB-UNet). Neither paper gives its exact layout, so these choices are ours:
 
     * Branches: the contracting path of :class:`PaperUNet` (two-conv blocks, max-pooling,

@@ -70,7 +70,7 @@ def _register(name: str, cls: type, defaults: Dict[str, Any], description: str, 
 
 
 # ---------------------------------------------------------------- Table 1 (liver) and Table 2
-_register("unet", PaperUNet, {}, "UNet 3x3 of papers 000/001 (Table 1, 2.1M)")
+_register("unet", PaperUNet, {}, "UNet 3x3 of Ma et al. 2022 (Table 1, 2.1M)")
 _register("unet5", PaperUNet, {"kernel_size": 5}, "UNet 5x5, up-sampling conv stays 3x3 (Table 1, 5.3M)")
 _register("dilated_unet", PaperUNet, {"dilation": 2}, "Dilated UNet 3x3, dilation 2 (Table 1, 2.1M)")
 _register("nonlocal_unet", PaperUNet, {"non_local": True}, "Non-local UNet 3x3, dot-product block at the bottleneck (Table 1, 2.3M)")
@@ -90,9 +90,9 @@ _register("hyper_mb_unet", MultiBranchUNet, dict(_HYPER_UNET), "Hyper-MB-UNet 5x
           hyper_n_l=4, **_MB)
 _register("nonlocal_hyper_mb_unet", MultiBranchUNet, {**_HYPER_UNET, "non_local": True},
           "Non-local Hyper-MB-UNet 5x5, N_L=4 (Table 3, 1.4M)", hyper_n_l=4, **_MB)
-# ---------------------------------------------------------------- classifiers (004 §4.2-4.3, blog 003)
-_register("simple_cnn", SimpleCNN, {}, "Simple 2-conv classifier of paper 004 (1.6M on MNIST)", out_channels=10)
-_register("small_resnet", SmallResNet, {}, "Small pre-activation ResNet classifier (blog 003's MNIST net)",
+# ----------------------------------------------- classifiers (Tek et al. 2020 §4.2-4.3, Karmann's blog)
+_register("simple_cnn", SimpleCNN, {}, "Simple 2-conv classifier of Tek et al. 2020 (1.6M on MNIST)", out_channels=10)
+_register("small_resnet", SmallResNet, {}, "Small pre-activation ResNet classifier (Karmann's blog MNIST net)",
           out_channels=10)
 
 
@@ -133,7 +133,7 @@ PAPER_ROWS: List[tuple] = [
     ("Non-local MB-UNet 3x3", "nonlocal_mb_unet", {}, 2.3, math.inf),
     ("Hyper-MB-UNet 5x5, N_L=4", "hyper_mb_unet", {}, 1.2, 128),
     ("Non-local Hyper-MB-UNet 5x5, N_L=4", "nonlocal_hyper_mb_unet", {}, 1.4, math.inf),
-    ("Simple CNN (004, MNIST 28x28)", "simple_cnn", {}, 1.6, None),
+    ("Simple CNN (Tek et al. 2020, MNIST 28x28)", "simple_cnn", {}, 1.6, None),
     ("Small ResNet (blog, MNIST)", "small_resnet", {}, None, None),
 ]
 

@@ -134,8 +134,8 @@ def receptive_field(model: Union[nn.Module, str, Sequence[nn.Module]], path: str
         model: a network of this package (any with an ``rf_chain(path)`` method), a registered
             name (built with ``create_network(model, **kwargs)``), or a sequence of layers / any
             module treated as a plain chain (its layers in registration order).
-        path: for the UNets, ``"paper"`` (default): the convention of the papers' tables (000/001
-            Tables 1-4): one bottleneck feature along the contracting path, i.e. the encoder
+        path: for the UNets, ``"paper"`` (default): the convention of the papers' tables (Ma et al.
+            2022 and journal extension, Tables 1-4): one bottleneck feature along the contracting path, i.e. the encoder
             blocks, poolings and bottleneck block, not counting the Hyper-UNet's single-conv stem
             (the tables give its 3x3 variant the plain 3x3 UNet's 68 pixels). This reproduces
             68 (3x3, 3 poolings), 128 (5x5 or dilation 2), 188 (7x7) and, for the flat nets, 89.

@@ -1,4 +1,4 @@
-"""The UNet of the hyper-convolution papers (000 §4.1, 001 §4.1), with a selectable conv type."""
+"""The UNet of the hyper-convolution papers (Ma et al. 2022 §4.1, journal extension §4.1), with a selectable conv type."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from torch import nn
 
 from ..layers.base import conv_class
 from ..layers.factories import ConvSpec, get_conv_type
-from .blocks import ArgSpec, ConvNormAct, DoubleConv, DropoutSpec, NonLocalBlock, check_positive_int, check_spatial_dims
+from ..utils import check_spatial_dims
+from .blocks import ArgSpec, ConvNormAct, DoubleConv, DropoutSpec, NonLocalBlock, check_positive_int
 
 __all__ = ["PaperUNet", "resolve_channels", "DROPOUT_PLACEMENTS"]
 
@@ -80,7 +81,7 @@ class PaperUNetEncoder(nn.Module):
             if channels[0] < 2:
                 raise ValueError(f"a stem needs a first-level width >= 2 (it maps to half of it), got {channels[0]}.")
             # the official Hyper-UNet's stem: one conv to half the first width, so every encoder
-            # block takes width/2 inputs (000 code, hyper=k)
+            # block takes width/2 inputs (Ma et al. 2022 code, hyper=k)
             self.stem: nn.Module = ConvNormAct(
                 spatial_dims, in_channels, channels[0] // 2,
                 dropout=dropout if _single_dropout(dropout_placement) else None, **common,
@@ -168,7 +169,7 @@ class PaperUNetDecoder(nn.Module):
 
 
 class PaperUNet(nn.Module):
-    """The UNet of the hyper-convolution papers (000 §4.1 / 001 §4.1), any conv type, 2-D or 3-D.
+    """The UNet of the hyper-convolution papers (Ma et al. 2022 §4.1, journal extension §4.1), any conv type, 2-D or 3-D.
 
     Max-pool down, nearest up-sampling followed by one conv up, concatenated skips, two
     ``conv -> norm -> act`` units per scale, channels doubling per pooling, a plain 1x1 output

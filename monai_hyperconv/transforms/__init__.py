@@ -2,8 +2,8 @@
 dictionary versions, ``Rand...`` randomizable forms, MetaTensor-preserving).
 
 * k-space: 2-D variable-density Poisson-disk masks, retrospective under-sampling with
-  zero-filled reconstruction, k-space Gaussian noise (paper 001 §4.4, Fig 8).
-* noise: salt-and-pepper, speckle, fixed-level Gaussian (paper 001 §4.3, Fig 6; blog).
+  zero-filled reconstruction, k-space Gaussian noise (Ma et al., journal extension, §4.4, Fig 8).
+* noise: salt-and-pepper, speckle, fixed-level Gaussian (Ma et al., journal extension, §4.3, Fig 6; Karmann's blog).
 * fusion: intersection / union / majority of raters' masks (MS lesions).
 * slicing: 3-D volume <-> 2-D slices; slice-wise inference with MONAI's ``SliceInferer``.
 * presets: the papers' pre-processing chains from MONAI's own transforms.

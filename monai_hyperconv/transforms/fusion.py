@@ -1,6 +1,6 @@
 """Fusion of several raters' binary masks.
 
-The MS-lesion experiments (paper 000/001, ISBI 2015) train on the intersection of the two
+The MS-lesion experiments (Ma et al. 2022 and its journal extension, ISBI 2015) train on the intersection of the two
 experts' masks; union and majority vote are provided for comparison.
 """
 

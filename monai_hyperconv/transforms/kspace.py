@@ -1,8 +1,8 @@
-"""Retrospective k-space under-sampling (paper 001 §4.4) and k-space Gaussian noise (Fig 8).
+"""Retrospective k-space under-sampling (Ma et al., journal extension, §4.4) and k-space Gaussian noise (Fig 8).
 
 image -> centred orthonormal FFT over the two in-plane axes (``monai.data.fft_utils``) ->
 mask (and optional complex Gaussian noise) -> zero-filled reconstruction (inverse FFT of the
-masked k-space; footnote 2 of paper 001).
+masked k-space; footnote 2 of Ma et al.'s journal extension).
 
 Conventions (MONAI's ``monai.apps.reconstruction``): k-space is stored real-valued with a
 trailing (real, imaginary) axis of size 2, centre at index ``n // 2``; the FFT is orthonormal,
@@ -168,7 +168,7 @@ class KspaceUndersample(_KspaceBase, Transform):
     deterministic, ``CacheDataset`` caches its output.
 
     Args:
-        acceleration: under-sampling factor R (paper 001 §4.4: 8).
+        acceleration: under-sampling factor R (Ma et al., journal extension, §4.4: 8).
         mask_type: "poisson" (2-D variable-density Poisson disk), "random" or "equispaced"
             (MONAI's 1-D Cartesian line masks).
         calib_size: Poisson: side(s) of the fully sampled centre (default 8% of each side).
@@ -176,7 +176,7 @@ class KspaceUndersample(_KspaceBase, Transform):
         alpha: Poisson: density fall-off with radius.
         slice_axis: 3-D input: the through-plane spatial axis; the mask covers the other two.
         noise_std: standard deviation of complex Gaussian noise added to k-space before masking
-            (paper 001 Fig 8); 0 disables. Noise is seeded by ``seed`` (same noise per call).
+            (Ma et al., journal extension, Fig 8); 0 disables. Noise is seeded by ``seed`` (same noise per call).
         magnitude: return the magnitude of the zero-filled image; default: True for real
             input, False (complex output) for complex input.
         seed: seed of the mask (and noise).
@@ -322,7 +322,7 @@ def _kspace_noise(img: NdarrayOrTensor, std: float, rng: np.random.RandomState, 
 
 
 class KspaceGaussianNoise(Transform):
-    """Complex Gaussian noise of a fixed level added in k-space (paper 001 Fig 8, evaluation form).
+    """Complex Gaussian noise of a fixed level added in k-space (Ma et al., journal extension, Fig 8, evaluation form).
 
     With the orthonormal FFT, ``std`` is also the per-component noise level in the image domain.
     Deterministic: the generator is re-seeded with ``seed`` at each call.

@@ -1,6 +1,6 @@
 """k-space sampling masks.
 
-The hyper-convolution journal paper (seed 001, §4.4) under-samples 256x256 brain T1 slices
+The hyper-convolution journal paper (Ma et al., journal extension, §4.4) under-samples 256x256 brain T1 slices
 8-fold "using a Poisson-disk variable-density sampling strategy". MONAI only ships 1-D
 Cartesian line masks (``monai.apps.reconstruction``), so the 2-D variable-density Poisson-disk
 mask is implemented here with numpy; the 1-D Cartesian masks are wrapped from MONAI.

@@ -1,4 +1,4 @@
-"""Image-domain noise corruptions for robustness sweeps (paper 001 §4.3, Fig 6; blog seed 003).
+"""Image-domain noise corruptions for robustness sweeps (Ma et al., journal extension, §4.3, Fig 6; Karmann's blog).
 
 Each corruption has a deterministic fixed-level form (re-seeded at every call, so an evaluation
 sweep gives the same corruption whatever the data order or worker) and a random form for

@@ -1,11 +1,11 @@
 """The papers' pre-processing chains, built only from MONAI's own transforms.
 
-* Liver lesions (paper 001 §4.2.1): CT intensities truncated to [-100, 250] HU and mapped to
+* Liver lesions (Ma et al., journal extension, §4.2.1): CT intensities truncated to [-100, 250] HU and mapped to
   [0, 1] -> ``ScaleIntensityRanged(a_min=-100, a_max=250, b_min=0, b_max=1, clip=True)``;
   slices resized to 256x256.
-* MS lesions (paper 000 §4 / 001 §4.2.2): centre crop 144x176x144 and z-scoring ->
+* MS lesions (Ma et al. 2022 §4 / journal extension §4.2.2): centre crop 144x176x144 and z-scoring ->
   ``CenterSpatialCropd`` + ``NormalizeIntensityd(nonzero=True, channel_wise=True)``.
-* Brain reconstruction (paper 001 §4.4): intensities in [0, 1] on a 256x256 grid, 8-fold
+* Brain reconstruction (Ma et al., journal extension, §4.4): intensities in [0, 1] on a 256x256 grid, 8-fold
   Poisson-disk under-sampling (:class:`~monai_hyperconv.transforms.KspaceUndersampled`).
 
 Each function returns a ``monai.transforms.Compose``; bundle configs can call them with
@@ -45,7 +45,7 @@ MS_CROP_SIZE = (144, 176, 144)
 
 
 def hu_window(keys: str | Sequence[str] = "image", a_min: float = LIVER_HU_WINDOW[0], a_max: float = LIVER_HU_WINDOW[1]) -> ScaleIntensityRanged:
-    """CT windowing [a_min, a_max] HU -> [0, 1], clipped (paper 001 §4.2.1).
+    """CT windowing [a_min, a_max] HU -> [0, 1], clipped (Ma et al., journal extension, §4.2.1).
 
     Returns:
         MONAI ``ScaleIntensityRanged``.

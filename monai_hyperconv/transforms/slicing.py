@@ -1,7 +1,7 @@
 """2-D slices of 3-D volumes and back.
 
-The liver task trains a 2-D network on axial slices (paper 001 §4.2.1); the MS task's MB-UNet
-uses slices along all three orthogonal planes (paper 000). Training extracts slices with
+The liver task trains a 2-D network on axial slices (Ma et al., journal extension, §4.2.1); the MS task's MB-UNet
+uses slices along all three orthogonal planes (Ma et al. 2022). Training extracts slices with
 :class:`VolumeToSlices` / :class:`VolumeToSlicesd`; inference stitches 2-D predictions back
 with MONAI's ``SliceInferer`` (:func:`slice_inference`, :func:`orthogonal_slice_inference`).
 """

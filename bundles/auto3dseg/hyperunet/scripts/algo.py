@@ -9,7 +9,7 @@ from monai_hyperconv.compare.auto3dseg import HyperconvBundleAlgo
 
 
 class HyperunetAlgo(HyperconvBundleAlgo):
-    """Hyper-UNet (papers 000/001): patch sides are multiples of ``2**num_pools`` (max-pooling levels)."""
+    """Hyper-UNet (Ma et al. 2022): patch sides are multiples of ``2**num_pools`` (max-pooling levels)."""
 
     def patch_divisor(self, network):
         return 2 ** int(network.get("num_pools", 3))

@@ -10,7 +10,7 @@ from monai_hyperconv.compare.auto3dseg import HyperconvBundleAlgo
 
 
 class SshnAlgo(HyperconvBundleAlgo):
-    """Scale-space hypernetwork (paper 002): one set of hypernetwork weights for every rescaling factor."""
+    """Scale-space hypernetwork (Gonzalez Ortiz et al. 2023): one set of hypernetwork weights for every rescaling factor."""
 
 
 if __name__ == "__main__":
