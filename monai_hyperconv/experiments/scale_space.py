@@ -465,7 +465,7 @@ def run(args: Namespace, command: str) -> Dict[str, Any]:
     n_cls = data["num_classes"]
     test = _batches(x_te, y_te)
     train_eval = _batches(x_tr, y_tr)
-    arch = dict(features=args.features, n_stages=args.n_stages)
+    arch = dict(channels=args.features, num_pools=args.n_stages - 1)
     train_kw = dict(steps=args.steps, batch=args.batch, lr=args.lr, pretrain_steps=args.pretrain_steps,
                     seed=args.seed, device=device)
     fixed_phis = sorted(set(round(p, 4) for p in args.fixed_phis))
@@ -597,7 +597,7 @@ def run(args: Namespace, command: str) -> Dict[str, Any]:
     reg_batches = [{k: v[i:i + 8] for k, v in p_te.items()} for i in range(0, len(x_te), 8)]
     reg_kw = dict(steps=args.reg_steps, batch=args.batch, lr=args.lr, lambda_reg=args.lambda_reg, seed=args.seed,
                   device=device)
-    reg_arch = dict(features=args.reg_features, n_stages=args.reg_n_stages)
+    reg_arch = dict(channels=args.reg_features, num_pools=args.reg_n_stages - 1)
     step_fn = registration_step(device=device)
     shape = [(1, 1, h, w), (1, 1, h, w)]
     torch.manual_seed(args.seed)
