@@ -74,6 +74,9 @@ def test_paper_recipe_resolves(data, tmp_path):
     assert convs and all(not m.equalize_updates for m in convs)
     assert type(wf.parser.get_parsed_content("loss")).__name__ == "DiceLoss"
     assert wf.parser.get_parsed_content("optimizer").param_groups[0]["lr"] == 1e-4
+    # the papers validate and save the current weights: no weight average
+    avg = wf.parser.get_parsed_content("weight_average")
+    assert not avg.enabled and wf.parser.get_parsed_content("eval_network") is net
 
 
 def test_default_recipe_reduces_loss_on_a_small_lesion():
