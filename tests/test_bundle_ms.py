@@ -1,5 +1,6 @@
 """bundles/ms_lesion_segmentation: train -> evaluate -> inference on a tiny demo, rater intersection, slices of the
-three planes, orthogonal-plane inference, k-fold selection, baked export without the package, bad inputs."""
+three planes, the default recipe (Dice + CE, lesion-oversampled patches, warm-up + cosine) and the papers' recipe
+(configs/paper.json), orthogonal-plane inference, k-fold selection, baked export without the package, bad inputs."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from monai_hyperconv.bundle.testing import REPO_ROOT, load_workflow, make_tiny_d
 
 BUNDLE = REPO_ROOT / "bundles" / "ms_lesion_segmentation"
 SHAPE = (32, 40, 32)
+PATCH = 24  # the default patch_size for these slices: 2/3 of the padded 40x40 slice, a multiple of 8
 # fold -1: keep dataset.json's split (2 training subjects, 1 validation subject)
 FAST = dict(crop_size=list(SHAPE), fold=-1, batch_size=4, slices_per_epoch=8, num_workers=0, cache_num_workers=0)
 
@@ -55,12 +57,20 @@ def test_rater_intersection_zscore_and_three_planes(trained, tiny):
     for c in range(4):  # z-score over the non-zero (brain) voxels of each contrast
         nz = img[c][img[c] != 0]
         assert abs(nz.mean()) < 1e-3 and abs(nz.std() - 1) < 1e-2
-    slices = wf.parser.get_parsed_content("train#slices")
-    planes = {s["image"].shape[1:] for s in slices}
+    per_plane = [slicer(vol) for slicer in wf.parser.get_parsed_content("train#slicers")]
+    planes = {s["image"].shape[1:] for p in per_plane for s in p}
     assert planes == {SHAPE[1:], (SHAPE[0], SHAPE[2]), SHAPE[:2]}  # all three orthogonal planes
+    slices = wf.parser.get_parsed_content("train#slices")
+    assert len(slices) == sum(len(p) for v in wf.parser.get_parsed_content("train#volumes")
+                              for p in (sl(v) for sl in wf.parser.get_parsed_content("train#slicers")))
     assert all(s["label"].sum() >= 1 for s in slices)  # demo default: slices with lesion pixels only
+    # padded to one square size once, with cached lesion/background indices for the crops
+    assert {s["image"].shape[1:] for s in slices} == {(max(SHAPE), max(SHAPE))}
+    s0 = slices[0]
+    assert len(s0["label_fg_indices"]) == int(s0["label"].sum()) and len(s0["label_bg_indices"]) == max(SHAPE) ** 2 - len(s0["label_fg_indices"])
     batch = next(iter(wf.parser.get_parsed_content("train#dataloader")))
-    assert batch["image"].shape[1:] == (4, max(SHAPE), max(SHAPE))  # padded to one square size
+    # batch_size slices x crops_per_slice patches each
+    assert batch["image"].shape == (FAST["batch_size"] * 2, 4, PATCH, PATCH) and "label_fg_indices" not in batch
     # evaluation: each plane predicted slice by slice, stitched back, and the three planes averaged
     inferer = wf.parser.get_parsed_content("validate#inferer")
     net = torch.nn.Conv2d(4, 1, 3, padding=1)  # any 2-D network: a small one keeps the check fast
@@ -74,6 +84,64 @@ def test_rater_intersection_zscore_and_three_planes(trained, tiny):
             per_plane.append(y.movedim(1, 2 + ax))
         ref = torch.stack(per_plane).mean(0)
     assert out.shape == (1, 1, *SHAPE) and torch.allclose(torch.as_tensor(out), ref, atol=1e-5)
+
+
+def test_recipe_configs():
+    cfg = BUNDLE / "configs"
+    train = json.loads((cfg / "train.json").read_text())
+    # the default recipe: Dice + CE over the batch, lesion-oversampled patches, warm-up + cosine decay
+    assert train["loss"] == {"_target_": "DiceCELoss", "sigmoid": True, "batch": True, "lambda_dice": 1.0, "lambda_ce": 1.0}
+    crop = train["train"]["crop"]
+    assert crop["_target_"] == "RandCropByPosNegLabeld" and (crop["pos"], crop["neg"]) == (1, 1)
+    assert crop["num_samples"] == "@crops_per_slice" and crop["fg_indices_key"] == "label_fg_indices"
+    assert train["train"]["preprocessing"]["transforms"][0] == "@train#crop"
+    sched = train["lr_scheduler"]
+    assert sched["_target_"] == "monai.optimizers.WarmupCosineSchedule"
+    assert (sched["warmup_steps"], sched["t_total"]) == ("@warmup_epochs", "@epochs")
+    assert train["batch_size"] == 8 and train["crops_per_slice"] == 2 and train["warmup_epochs"] == 3
+    for name in ("train.json", "multi_gpu_train.json"):  # the 'Num foregrounds 0' warning is filtered in both
+        init = json.loads((cfg / name).read_text())["initialize"]
+        assert any(isinstance(i, dict) and i.get("_target_") == "warnings.filterwarnings"
+                   and i.get("message") == "Num foregrounds 0" for i in init), name
+    # the papers' recipe stays selectable
+    paper = json.loads((cfg / "paper.json").read_text())
+    assert paper["loss"]["_target_"] == "DiceLoss" and paper["learning_rate"] == 1e-4
+    assert paper["lr_scheduler"]["gamma"] == 1.0 and paper["train#crop"]["_target_"] == "Identityd"
+    assert paper["dropout"] == 0.5 and paper["batch_size"] == 16
+    assert paper["network_def#conv"] == ["hyper", {"n_l": 4, "equalize_updates": False}]
+
+
+def test_paper_recipe_resolves(tiny, tmp_path):
+    from monai_hyperconv.layers import HyperConv
+
+    fast = {**FAST, "batch_size": 2}
+    wf = load_workflow(BUNDLE, ["train.json", "paper.json"], "train", dataset_dir=tiny, bundle_root=tmp_path, **fast)
+    net = wf.parser.get_parsed_content("network_def")
+    convs = [m for m in net.modules() if isinstance(m, HyperConv)]
+    assert convs and all(not m.equalize_updates for m in convs)
+    drops = [m for m in net.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+    assert drops and all(m.p == 0.5 for m in drops)
+    assert type(wf.parser.get_parsed_content("loss")).__name__ == "DiceLoss"
+    opt = wf.parser.get_parsed_content("optimizer")
+    sched = wf.parser.get_parsed_content("lr_scheduler")
+    assert opt.param_groups[0]["lr"] == 1e-4 and type(sched).__name__ == "StepLR"
+    batch = next(iter(wf.parser.get_parsed_content("train#dataloader")))
+    assert batch["image"].shape == (2, 4, max(SHAPE), max(SHAPE))  # full padded slices, one per sample
+
+
+def test_default_crops_oversample_lesion(trained):
+    """Half the patches are centred on lesion (RandCropByPosNegLabeld pos 1 : neg 1), far above the lesion share."""
+    _, wf = trained
+    ds = wf.parser.get_parsed_content("train#dataset")
+    slices = wf.parser.get_parsed_content("train#slices")
+    share = float(np.mean([float(s["label"].mean()) for s in slices]))
+    centred, n = 0, 0
+    for i in range(min(len(ds), 30)):
+        for crop in ds[i]:
+            assert crop["image"].shape == (4, PATCH, PATCH)
+            centred += int(crop["label"][0, PATCH // 2, PATCH // 2] > 0) + int(crop["label"][0, PATCH // 2 - 1, PATCH // 2 - 1] > 0)
+            n += 2
+    assert share < 0.1 and centred / n > 0.25, (share, centred / n)
 
 
 def test_folds(tmp_path):

@@ -76,6 +76,26 @@ def test_ms_contrasts_and_raters(demos):
     assert flair[both].mean() > 1.2 * flair[brain & ~(r1 | r2).astype(bool)].mean()  # lesions bright on FLAIR
 
 
+def test_ms_lesions_small_and_overlapping_normal_tissue(tmp_path):
+    """At the default grid (~2 mm) the lesions range from a few voxels to large ones, and many are no brighter
+    on FLAIR than the brightest normal tissue, so a FLAIR threshold cannot solve the demo."""
+    from scipy import ndimage as ndi
+
+    js = make_demo("ms", tmp_path / "ms", seed=0, n_subjects=2)
+    items = load_decathlon_datalist(js, data_list_key="training") + load_decathlon_datalist(js, data_list_key="validation")
+    sizes, below = [], []
+    for it in items:
+        lab = np.logical_and.reduce([_load(p)[0] > 0 for p in it["label"]])
+        cc, n = ndi.label(lab)
+        sizes += np.bincount(cc.ravel())[1:].tolist()
+        flair = _load(it["image"][0])[0].astype(float)
+        normal = (flair > 0) & ~lab
+        below.append(float(np.mean(flair[lab] < np.percentile(flair[normal], 99.5))))
+    assert min(sizes) < 30 and max(sizes) > 100, sizes  # a few voxels up to hundreds
+    assert sum(s <= 5 for s in sizes) >= 1, sizes
+    assert np.mean(below) > 0.2, below  # lesion voxels inside the normal tissue's bright tail
+
+
 def test_brain_recon_and_seg(demos):
     info = json.load(open(demos["brain_recon"]))
     subj_tr = {i["subject"] for i in info["training"]}
@@ -113,6 +133,11 @@ def test_deterministic_per_seed(tmp_path):
     c = make_demo("liver", tmp_path / "c", seed=4, n_subjects=1, size=(24, 24, 6))
     va, vb, vc = (_load(os.path.join(os.path.dirname(p), "imagesTr", "liver_000.nii.gz"))[0] for p in (a, b, c))
     assert np.array_equal(va, vb) and not np.array_equal(va, vc)
+    a, b, c = (make_demo("ms", tmp_path / f"ms_{k}", seed=sd, n_subjects=1, size=(24, 28, 24)) for k, sd in enumerate((3, 3, 4)))
+    for f in ("ms_000_flair.nii.gz", "ms_000_rater1.nii.gz"):
+        sub = "labelsTr" if "rater" in f else "imagesTr"
+        va, vb, vc = (_load(os.path.join(os.path.dirname(p), sub, f))[0] for p in (a, b, c))
+        assert np.array_equal(va, vb) and not np.array_equal(va, vc), f
 
 
 def test_atomic_never_overwrites(tmp_path, monkeypatch):

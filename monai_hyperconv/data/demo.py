@@ -13,9 +13,11 @@ simulated is stated in each set's ``dataset.json["description"]`` and below:
   size and contrast, CT noise.
 * ``ms`` (3-D MRI, 4 contrasts FLAIR/T1/T2/PD, two rater masks). Real: brain anatomy of the
   MNI ICBM152 2009 template (T1 image, GM/WM probability maps) and the real T1 contrast.
-  Simulated: per-subject smooth deformations, FLAIR/T2/PD contrasts from tissue maps, bias
-  field, noise, white-matter lesions (bright on FLAIR/T2/PD, dark on T1) and two raters whose
-  masks differ at lesion borders.
+  Simulated: per-subject smooth deformations, FLAIR/T2/PD contrasts from tissue maps, a strong
+  bias field, noise, white-matter lesions of 1-8 mm (per-lesion contrast from cortex level to far
+  above it on FLAIR, bright on T2/PD, dark on T1; partial volume at borders), FLAIR-bright normal
+  tissue that mimics lesions (periventricular rim, patchy cortex) and two raters whose masks
+  differ at lesion borders. Made so that a FLAIR threshold does not solve it (see ``_MS_LESIONS``).
 * ``brain_recon`` (2-D 256x256 T1 magnitude slices for k-space reconstruction). Real: axial
   slices of the MNI152 T1 template. Simulated: per-subject deformation, bias field, contrast
   (gamma) changes. No raw k-space exists: the transforms simulate acquisition.
@@ -177,8 +179,40 @@ def _liver(root: Path, seed: int, n: int, size: Sequence[int]) -> dict[str, Any]
 
 # -------------------------------------------------------------------------------------- ms
 _MS_CONTRASTS = ("flair", "t1", "t2", "pd")
-# relative tissue intensities (CSF, GM, WM, lesion); T1 uses the real template instead
+# relative tissue intensities (CSF, GM, WM, brightest lesion); T1 uses the real template instead.
+# A lesion's own intensity lies between WM and the last value, at its per-contrast contrast.
 _MS_TISSUE = {"flair": (0.12, 0.75, 0.58, 1.15), "t2": (1.0, 0.62, 0.45, 0.92), "pd": (0.85, 0.8, 0.66, 0.95)}
+# Statistics of the simulated MS lesions and of what makes them hard to threshold, per subject. They
+# are chosen to look qualitatively like MS data (many small lesions and few large ones; FLAIR contrast
+# from cortex level to far above it; periventricular, deep and juxtacortical sites; FLAIR-bright normal
+# tissue; an uncorrected intensity non-uniformity), not fitted to a data set:
+#   number of lesions       uniform 8-20 drawn (overlaps and the raters' intersection leave fewer)
+#   size                    log-uniform 1-8 mm "radius", semi-axes x 0.7-1.3 each, kept in 1-8 mm:
+#                           at the default ~2 mm grid the smallest labelled lesions are 1-5 voxels
+#   site                    55 % deep WM (WM prob. >= 0.9), 25 % periventricular (within 6 mm of a
+#                           ventricle), 20 % juxtacortical (WM prob. 0.5-0.85 with GM next to it)
+#   contrast (per lesion)   severity u ~ Beta(1, 1.25) (more faint lesions than bright ones); FLAIR
+#                           contrast 0.3 + 0.7 u' (u' = u + N(0, 0.1), clipped), so a lesion's FLAIR
+#                           lies between cortex level (0.75) and far above it (1.15); T2 and PD contrasts
+#                           0.55 + 0.45 v' with v = (u + U(0, 1)) / 2 (v' = v + N(0, 0.1), clipped): above
+#                           GM on T2/PD even when faint on FLAIR; T1 darkening 0.05 + 0.4 v
+#   partial volume          each voxel holds the fraction of its volume inside the lesion
+#                           (signed-distance approximation, rescaled to the ellipsoid's volume)
+#   normal FLAIR-bright     a periventricular rim ("caps"/lining: the WM within 3 mm of the ventricles,
+#   tissue                  fading by 5 mm, patchy) at 50-90 % of the brightest lesion contrast on FLAIR,
+#                           10-25 % on T2/PD, T1-isointense; patchy cortex (GM FLAIR x (1 +- 0.15))
+#   bias field              one smooth multiplicative field per subject, strength U(0.20, 0.25)
+#   noise                   Rician, sigma 0.025 (tissue intensities ~0.1-1.2)
+# Resulting label (default size, seed 0, 8 subjects): 110-760 lesion voxels (0.9-6.4 ml) in 4-16
+# connected lesions per subject. A threshold on FLAIR cannot separate the faint lesions from cortex,
+# the rim and bias-brightened tissue (fold-0 validation Dice of the best FLAIR threshold 0.41, against
+# 0.91 on the earlier demo); a lesion is still a compact blob brighter than the WM around it, brighter
+# than GM on T2/PD and darker on T1, which a model that sees all contrasts and the context can use.
+_MS_LESIONS = {
+    "n": (8, 20), "size_mm": (1.0, 8.0), "site_p": (0.55, 0.25, 0.20), "flair_c": (0.3, 1.0), "t2pd_c": (0.55, 1.0),
+    "t1_drop": (0.05, 0.45), "rim_mm": 3.0, "rim_flair": (0.5, 0.9), "rim_t2pd": (0.1, 0.25), "gm_patch": 0.15,
+    "bias": (0.20, 0.25), "noise": 0.025,
+}
 
 
 def _resample_mni(size: Sequence[int]) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -195,45 +229,101 @@ def _resample_mni(size: Sequence[int]) -> tuple[dict[str, np.ndarray], np.ndarra
     return out, a
 
 
+def _periventricular(base: dict[str, np.ndarray], vox_mm: np.ndarray, rim_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """(rim weight in WM: 1 up to ``rim_mm`` from the ventricles, 0 two mm further; distance to them in mm).
+
+    Ventricles: CSF (probability > 0.5) at least 15 mm inside the brain mask; sulcal CSF is near
+    the surface, so this keeps the ventricles and deep cisterns."""
+    brain = base["mask"] > 0.5
+    depth = ndi.distance_transform_edt(brain, sampling=vox_mm)
+    vent = (base["csf"] > 0.5) & (depth > 15.0)
+    if not vent.any():  # very coarse grids
+        return np.zeros_like(base["wm"]), np.full(base["wm"].shape, np.inf, np.float32)
+    dist = ndi.distance_transform_edt(~vent, sampling=vox_mm).astype(np.float32)
+    rim = np.clip(1.0 - (dist - rim_mm) / 2.0, 0, 1) * np.clip(base["wm"] * 2.0, 0, 1) * ~vent  # 2 mm fade
+    return rim.astype(np.float32), dist
+
+
+def _ms_lesion(grid: np.ndarray, centre: np.ndarray, r: np.ndarray, size: tuple[int, ...]) -> tuple[tuple[slice, ...], np.ndarray]:
+    """Partial-volume fraction of an axis-aligned ellipsoid (centre and semi-axes ``r`` in voxels)."""
+    lo = np.maximum(np.floor(centre - r - 2).astype(int), 0)
+    hi = np.minimum(np.ceil(centre + r + 2).astype(int) + 1, size)
+    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+    d = np.sqrt(sum(((grid[i][sl] - centre[i]) / r[i]) ** 2 for i in range(3)))
+    # the signed distance to the surface is about (d - 1) * r: a voxel is half inside on the surface
+    pv = np.clip(0.5 - (d - 1.0) * float(np.exp(np.log(r).mean())), 0, 1)
+    vol = 4.0 / 3.0 * np.pi * float(np.prod(r))  # true volume in voxels: small lesions are fainter, not bigger
+    tot = float(pv.sum())
+    if tot > vol > 0:
+        pv *= vol / tot
+    return sl, pv.astype(np.float32)
+
+
 def _ms(root: Path, seed: int, n: int, size: Sequence[int]) -> dict[str, Any]:
     size = tuple(int(s) for s in size)
     base, affine = _resample_mni(size)
+    P = _MS_LESIONS
+    vox_mm = np.abs(np.diag(affine)[:3])
+    base["rim"], base["vent_mm"] = _periventricular(base, vox_mm, P["rim_mm"])
+    grid = np.indices(size, dtype=np.float32)
+    # grids much coarser than the default (~2 mm; tests use ~6 mm) scale the lesions with the brain,
+    # so that they keep voxels of their own
+    size_mm = np.array(P["size_mm"]) * max(1.0, float(vox_mm.mean()) / 2.5)
     items = []
     for s in range(n):
         rng = _rng(seed, 2, s)
         disp = random_deformation(size, rng, amplitude=0.03 * min(size), coarse=5)
-        m = {k: warp(base[k], disp) for k in ("t1", "gm", "wm", "csf", "mask")}
+        m = {k: warp(base[k], disp) for k in ("t1", "gm", "wm", "csf", "mask", "rim")}
+        m["vent_mm"] = warp(np.minimum(base["vent_mm"], 1e3), disp, cval=1e3)
         brain = m["mask"] > 0.5
-        # white-matter lesions: soft ellipsoids centred deep in WM
+        wm_max = float(m["wm"].max())
+        sites = [
+            np.argwhere(m["wm"] >= min(0.9, 0.9 * wm_max)),  # deep white matter
+            np.argwhere((m["wm"] >= 0.5) & (m["vent_mm"] <= 6.0)),  # periventricular
+            np.argwhere((m["wm"] >= 0.5) & (m["wm"] <= 0.85) & (ndi.maximum_filter(m["gm"], 3) > 0.5)),  # juxtacortical
+        ]
+        # per-voxel lesion fraction L and, where it is set, the per-contrast contrast of that lesion
         L = np.zeros(size, np.float32)
-        cand = np.argwhere(m["wm"] >= min(0.9, 0.9 * m["wm"].max()))  # deep white matter
-        grid = np.indices(size, dtype=np.float32)
-        vox_mm = np.abs(np.diag(affine)[:3])
-        for _ in range(int(rng.integers(5, 13))):
-            c = cand[rng.integers(len(cand))]
-            r = rng.uniform(2.5, 8.0, size=3) / vox_mm  # 2.5-8 mm semi-axes
-            lo = np.maximum(c - np.ceil(1.5 * r).astype(int), 0)
-            hi = np.minimum(c + np.ceil(1.5 * r).astype(int) + 1, size)
-            sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-            d = np.sqrt(sum(((grid[i][sl] - c[i]) / r[i]) ** 2 for i in range(3)))
-            L[sl] = np.maximum(L[sl], np.clip((1.3 - d) / 0.6, 0, 1))
+        C = {k: np.zeros(size, np.float32) for k in ("flair", "t2", "pd", "t1")}
+        for _ in range(int(rng.integers(P["n"][0], P["n"][1] + 1))):
+            site = int(rng.choice(3, p=P["site_p"]))
+            cand = sites[site] if len(sites[site]) else sites[0]
+            centre = cand[rng.integers(len(cand))] + rng.uniform(-0.5, 0.5, 3)
+            rad = np.exp(rng.uniform(*np.log(size_mm)))
+            r = np.clip(rad * rng.uniform(0.7, 1.3, 3), *size_mm) / vox_mm
+            sl, pv = _ms_lesion(grid, centre, r, size)
+            u = rng.beta(1.0, 1.25)
+            cf = P["flair_c"][0] + (P["flair_c"][1] - P["flair_c"][0]) * np.clip(u + 0.1 * rng.standard_normal(), 0, 1)
+            # T2/PD/T1 contrasts: half the FLAIR severity, half a lesion's own (a FLAIR-faint lesion
+            # is often clear on T2/PD and T1 (e.g. an older, more destructive lesion), and vice versa)
+            v = 0.5 * u + 0.5 * rng.uniform()
+            ct2, cpd = P["t2pd_c"][0] + (P["t2pd_c"][1] - P["t2pd_c"][0]) * np.clip(v + 0.1 * rng.standard_normal(2), 0, 1)
+            ct1 = P["t1_drop"][0] + (P["t1_drop"][1] - P["t1_drop"][0]) * v
+            upd = pv > L[sl]
+            L[sl] = np.where(upd, pv, L[sl])
+            for k, c in (("flair", cf), ("t2", ct2), ("pd", cpd), ("t1", ct1)):
+                C[k][sl] = np.where(upd, c, C[k][sl])
         L *= (m["wm"] + m["gm"] > 0.5)
         # two raters: the same lesions, borders perturbed independently (fine-scale noise + thresholds)
         raters = []
         for k, thr in ((0, 0.45), (1, 0.6)):
             nz = smooth_noise(size, rng, coarse=max(4, min(size) // 4))
             raters.append(((L + 0.5 * nz) > thr) & (L > 0.02) & brain)
-        bias = bias_field(size, rng, 0.12)
+        bias = bias_field(size, rng, rng.uniform(*P["bias"]))
+        rim = m["rim"] * np.clip(0.7 + 0.7 * smooth_noise(size, rng, coarse=8), 0, 1)  # patchy periventricular rim
+        gm_patch = 1.0 + P["gm_patch"] * smooth_noise(size, rng, coarse=6)  # patchy FLAIR-bright cortex
+        rim_c = {"flair": rng.uniform(*P["rim_flair"]), "t2": rng.uniform(*P["rim_t2pd"]), "pd": rng.uniform(*P["rim_t2pd"])}
         files = []
         name = f"ms_{s:03d}"
         for con in _MS_CONTRASTS:
             if con == "t1":
-                img = m["t1"] * (1 - 0.4 * L)
+                img = m["t1"] * (1 - C["t1"] * L)
             else:
                 c_, g_, w_, l_ = (v * rng.uniform(0.95, 1.05) for v in _MS_TISSUE[con])
-                img = m["csf"] * c_ + m["gm"] * g_ + m["wm"] * w_
-                img = img * (1 - L) + L * l_
-            sigma = 0.02
+                gm = m["gm"] * g_ * (gm_patch if con == "flair" else 1.0)
+                img = m["csf"] * c_ + gm + m["wm"] * w_ * (1 - rim) + m["wm"] * rim * (w_ + rim_c[con] * (l_ - w_))
+                img = img * (1 - L) + L * (w_ + C[con] * (l_ - w_))
+            sigma = P["noise"]
             img = np.sqrt((img * bias + sigma * rng.standard_normal(size)) ** 2 + (sigma * rng.standard_normal(size)) ** 2)
             img = np.where(brain, img, 0.0)  # skull-stripped like the ISBI "preprocessed" images
             p = root / "imagesTr" / f"{name}_{con}.nii.gz"
@@ -252,8 +342,13 @@ def _ms(root: Path, seed: int, n: int, size: Sequence[int]) -> dict[str, Any]:
             "'label' lists the two raters' masks: fuse them, e.g. intersection as in the papers). REAL: brain "
             "anatomy of the MNI ICBM152 2009 template (T1 image and GM/WM probability maps) and the real T1 "
             "contrast. SIMULATED: per-subject smooth deformation, FLAIR/T2/PD contrasts from tissue maps, "
-            "bias field, Rician noise, white-matter lesions (bright on FLAIR/T2/PD, dark on T1) and two raters "
-            "who disagree at lesion borders. For software testing and tutorials only."
+            "bias field (strength 0.20-0.25), Rician noise, and 8-20 white-matter lesions per subject (55 % deep, "
+            "25 % periventricular, 20 % juxtacortical; log-uniform sizes of 1-8 mm semi-axes, the smallest a few "
+            "voxels; partial volume at their borders; per-lesion contrast from cortex level to far above it on "
+            "FLAIR, brighter than grey matter on T2/PD, darker on T1), normal FLAIR-bright tissue that "
+            "mimics lesions (a patchy periventricular rim and patchy cortex), and two raters who disagree at lesion "
+            "borders. A FLAIR threshold inside the brain cannot separate faint lesions from that tissue. For "
+            "software testing and tutorials only."
         ),
         "tensorImageSize": "4D",
         "modality": {"0": "FLAIR", "1": "T1", "2": "T2", "3": "PD"},

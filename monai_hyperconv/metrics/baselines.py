@@ -11,7 +11,11 @@ reference points a reviewer asks for are
 
 Both use the true organ mask, which a network does not get, so they are generous.
 :func:`demo_baselines` computes them for the package's demo data sets (``liver``, ``ms``) from
-a ``dataset.json``; ``scripts/demo_baselines.py`` is its command line.
+a ``dataset.json``, on its own split or on a bundle's k-fold split (``fold``/``num_folds``/``seed``,
+the same partition as ``monai_hyperconv.bundle.select_fold``); ``scripts/demo_baselines.py`` is its
+command line. For MS the image is the FLAIR z-scored over the brain of each volume (as the bundle
+normalises its input), the brain mask is the non-zero FLAIR (skull-stripped images) and the target
+is the intersection of the two raters' masks (as the bundle fuses them).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 import torch
 
 __all__ = ["dice_score", "fit_band_threshold", "band_threshold_dice", "lesion_baselines", "demo_baselines", "format_baselines",
-           "majority_atlas_dice", "identity_registration_dice"]
+           "baselines_csv_rows", "fold_split", "majority_atlas_dice", "identity_registration_dice"]
 
 
 def dice_score(pred: np.ndarray, ref: np.ndarray) -> float:
@@ -80,7 +84,9 @@ def fit_band_threshold(
     Args:
         images, targets, masks: per-volume arrays of one shape each (targets/masks binary).
         sigma: Gaussian smoothing of the image in voxels before thresholding (0: none).
-        n_candidates: thresholds tried on each side (quantiles of the masked intensities).
+        n_candidates: candidate values at evenly spaced ranks of the masked intensities, and as many
+            again of the target voxels' intensities (a small lesion occupies the far tail of the
+            organ's histogram, where evenly spaced ranks of all voxels leave no candidate).
 
     Returns:
         ``{"lo", "hi", "sigma", "train_dice"}``; ``lo=-inf`` / ``hi=inf`` mean an open side.
@@ -88,10 +94,16 @@ def fit_band_threshold(
     if not images or not (len(images) == len(targets) == len(masks)):
         raise ValueError(f"need as many images, targets and masks (>= 1), got {len(images)}, {len(targets)}, {len(masks)}.")
     vols = [_masked(i, t, m, sigma) for i, t, m in zip(images, targets, masks)]
-    allv = np.concatenate([v for v, _, _ in vols])
+    allv = np.concatenate([v for v, _, _ in vols]).astype(np.float64)
+    tv = np.concatenate([v[t] for v, t, _ in vols]).astype(np.float64)
     # thresholds halfway between consecutive candidate values (observed intensities at evenly
-    # spaced ranks), so a rule can split two neighbouring intensities exactly
-    q = np.unique(np.quantile(allv.astype(np.float64), np.linspace(0.0, 1.0, n_candidates), method="inverted_cdf"))
+    # spaced ranks of all masked voxels and of the target voxels), so a rule can split two
+    # neighbouring intensities exactly
+    ranks = np.linspace(0.0, 1.0, n_candidates)
+    q = np.quantile(allv, ranks, method="inverted_cdf")
+    if tv.size:
+        q = np.concatenate([q, np.quantile(tv, ranks, method="inverted_cdf")])
+    q = np.unique(q)
     cuts = (q[:-1] + q[1:]) / 2.0 if len(q) > 1 else q
     los = np.concatenate([[-np.inf], cuts])
     his = np.concatenate([cuts, [np.inf]])
@@ -170,41 +182,100 @@ def _cases(task: str, root: Path, items: list[dict]) -> list[tuple[np.ndarray, n
         elif task == "ms":
             flair = _load(root / it["image"][0]).astype(np.float32)
             raters = [_load(root / p) > 0 for p in it["label"]]
+            brain = flair > 0  # skull-stripped: brain = non-zero
+            # z-score over the brain, as the bundle's NormalizeIntensityd(nonzero=True): one threshold
+            # then means the same for every volume whatever the scanner's intensity scale
+            v = flair[brain]
+            if v.size:
+                flair = np.where(brain, (flair - v.mean()) / max(float(v.std()), 1e-8), 0.0).astype(np.float32)
             # the bundles fuse raters by intersection (as the papers do)
-            out.append((flair, np.logical_and.reduce(raters), flair > 0))  # skull-stripped: brain = nonzero
+            out.append((flair, np.logical_and.reduce(raters), brain))
         else:
             raise ValueError(f"task {task!r}: baselines exist for 'liver' and 'ms'.")
     return out
 
 
+def fold_split(items: Sequence[Mapping[str, Any]], fold: int, num_folds: int = 5, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(train, eval) entries of a k-fold split: MONAI's ``partition_dataset`` as
+    ``monai_hyperconv.bundle.select_fold`` (without groups) does it, so a baseline scores the very
+    subjects a bundle trained with ``--fold``/``--num_folds``/``--seed`` validates on."""
+    from monai.data import partition_dataset
+
+    if not 0 <= int(fold) < int(num_folds):
+        raise ValueError(f"fold must be in [0, {num_folds}), got {fold}.")
+    data = [dict(d) for d in items]
+    if len(data) < num_folds:
+        raise ValueError(f"{len(data)} entries cannot make {num_folds} folds.")
+    parts = partition_dataset(data, num_partitions=int(num_folds), shuffle=True, seed=int(seed))
+    return [d for k, p in enumerate(parts) if k != int(fold) for d in p], list(parts[int(fold)])
+
+
 def demo_baselines(task: str, dataset_dir: str | os.PathLike, eval_split: str = "validation",
-                   sigmas: Sequence[float] = (0.0, 1.0)) -> dict[str, Any]:
+                   sigmas: Sequence[float] = (0.0, 1.0), fold: int | None = None, num_folds: int = 5,
+                   seed: int = 0) -> dict[str, Any]:
     """:func:`lesion_baselines` for a demo-layout data set: fitted on "training", scored on ``eval_split``.
 
     Args:
         task: "liver" (CT, lesion label 2 inside liver label >= 1) or "ms" (FLAIR = first image,
-            raters fused by intersection, brain = nonzero FLAIR).
+            z-scored over the brain, raters fused by intersection, brain = nonzero FLAIR).
         dataset_dir: folder with ``dataset.json``.
-        eval_split: data list section to score.
+        eval_split: data list section to score (without ``fold``).
         sigmas: Gaussian smoothing widths (voxels) to try, each reported.
+        fold, num_folds, seed: score fold ``fold`` of the bundles' k-fold re-split of "training" +
+            "validation" (see :func:`fold_split`), fitting on the other folds; None: the
+            ``dataset.json`` sections as they are.
+
+    Returns:
+        the :func:`lesion_baselines` dict plus ``task``, ``dataset_dir``, ``eval_split`` (``"fold k of n (seed s)"``
+        with ``fold``), ``n_train``, ``n_eval`` and ``cases`` (first image file of each scored volume).
     """
     root = Path(dataset_dir)
     path = root / "dataset.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no dataset.json (generate the demo first, e.g. python -m monai_hyperconv.data).")
     info = json.loads(path.read_text())
-    for key in ("training", eval_split):
-        if not info.get(key):
-            raise ValueError(f"{path}: section {key!r} is missing or empty.")
-    res = lesion_baselines(_cases(task, root, info["training"]), _cases(task, root, info[eval_split]), sigmas)
+    if fold is None:
+        for key in ("training", eval_split):
+            if not info.get(key):
+                raise ValueError(f"{path}: section {key!r} is missing or empty.")
+        train, ev = info["training"], info[eval_split]
+    else:
+        if not info.get("training"):
+            raise ValueError(f"{path}: section 'training' is missing or empty.")
+        train, ev = fold_split(info["training"] + info.get("validation", []), fold, num_folds, seed)
+        eval_split = f"fold {int(fold)} of {int(num_folds)} (seed {int(seed)})"
+    res = lesion_baselines(_cases(task, root, train), _cases(task, root, ev), sigmas)
+
+    def first(it: Mapping[str, Any]) -> str:
+        im = it["image"]
+        return Path(im[0] if isinstance(im, (list, tuple)) else im).name
+
     res.update(task=task, dataset_dir=str(root.resolve()), eval_split=eval_split,
-               n_train=len(info["training"]), n_eval=len(info[eval_split]))
+               n_train=len(train), n_eval=len(ev), cases=[first(it) for it in ev])
     return res
+
+
+def baselines_csv_rows(res: dict[str, Any]) -> list[list[Any]]:
+    """CSV rows (header first) of a :func:`demo_baselines` result: one per baseline and volume, plus its mean."""
+    rows: list[list[Any]] = [["baseline", "case", "dice"]]
+    cases = res.get("cases") or []
+    for key, v in res.items():
+        if not isinstance(v, dict) or "mean" not in v:
+            continue
+        for k, x in enumerate(v["per_volume"]):
+            rows.append([key, cases[k] if k < len(cases) else str(k), "" if x is None else f"{x:.6f}"])
+        rows.append([key, "mean", f"{v['mean']:.6f}"])
+    return rows
+
+
+def _num(x: float) -> str:
+    return f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
 
 
 def format_baselines(res: dict[str, Any]) -> str:
     """Markdown table of a :func:`demo_baselines` / :func:`lesion_baselines` result."""
     organ = "liver" if res.get("task") == "liver" else "brain"
+    quantity = "z-scored FLAIR" if res.get("task") == "ms" else "intensity"
     lines = [f"| baseline ({res.get('task', '?')}, {res.get('eval_split', 'test')}: {res.get('n_eval', '?')} volumes; "
              f"fitted on {res.get('n_train', '?')} training volumes) | mean Dice | per volume |", "|---|---:|---|"]
     for key, v in res.items():
@@ -214,10 +285,10 @@ def format_baselines(res: dict[str, Any]) -> str:
             name = f"oracle organ: the true {organ} mask as lesion"
         else:
             r = v["rule"]
-            band = " or ".join(s for s in ((f"< {r['lo']:.1f}" if np.isfinite(r["lo"]) else ""),
-                                           (f"> {r['hi']:.1f}" if np.isfinite(r["hi"]) else "")) if s)
+            band = " or ".join(s for s in ((f"< {_num(r['lo'])}" if np.isfinite(r["lo"]) else ""),
+                                           (f"> {_num(r['hi'])}" if np.isfinite(r["hi"]) else "")) if s)
             smooth = f"Gaussian sigma {r['sigma']:g} voxel, " if r["sigma"] > 0 else ""
-            name = f"oracle-organ threshold: {smooth}intensity {band} inside the true {organ}"
+            name = f"oracle-organ threshold: {smooth}{quantity} {band} inside the true {organ}"
         per = ", ".join("n/a" if x is None else f"{x:.3f}" for x in v["per_volume"])
         lines.append(f"| {name} | {v['mean']:.3f} | {per} |")
     return "\n".join(lines)
