@@ -24,7 +24,7 @@ from monai.transforms.transform import MapTransform, Randomizable, RandomizableT
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
 from .masks import make_kspace_mask
-from .noise import _RandLevelNoise, _RandNoiseDictBase
+from .noise import _NoiseDictBase, _RandLevelNoise, _RandNoiseDictBase
 
 __all__ = [
     "KspaceUndersample",
@@ -361,7 +361,7 @@ class RandKspaceGaussianNoise(_RandLevelNoise):
         return _kspace_noise(img, level, self.R, self.slice_axis, self.magnitude)
 
 
-class KspaceGaussianNoised(MapTransform):
+class KspaceGaussianNoised(_NoiseDictBase):
     """Dictionary version of :class:`KspaceGaussianNoise`."""
 
     backend = KspaceGaussianNoise.backend
@@ -369,12 +369,6 @@ class KspaceGaussianNoised(MapTransform):
     def __init__(self, keys: KeysCollection, std: float, seed: int = 0, slice_axis: int = 2, magnitude: bool | None = None, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.transform = KspaceGaussianNoise(std, seed, slice_axis, magnitude)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key])
-        return d
 
 
 class RandKspaceGaussianNoised(_RandNoiseDictBase):
