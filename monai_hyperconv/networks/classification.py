@@ -12,7 +12,7 @@ from torch import nn
 
 from ..layers.base import conv_class, ensure_tuple_dims
 from ..layers.factories import ConvSpec, get_conv_type
-from ..utils import check_spatial_dims
+from ..utils import check_dims_and_channels
 from .blocks import ArgSpec, ConvNormAct, DropoutSpec, check_positive_int, dropout_layer, make_conv
 
 __all__ = ["SimpleCNN", "SmallResNet", "PreActResidualBlock"]
@@ -57,9 +57,8 @@ class SimpleCNN(nn.Module):
         pool_every_conv: bool = False,
     ) -> None:
         super().__init__()
-        d = self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.in_channels = check_positive_int(in_channels, "in_channels")
-        check_positive_int(out_channels, "out_channels")
+        d, self.in_channels, _ = check_dims_and_channels(spatial_dims, in_channels, out_channels)
+        self.spatial_dims = d
         self.img_size = ensure_tuple_dims(img_size, d, "img_size")
         channels = tuple(channels)
         if not channels:
@@ -170,9 +169,8 @@ class SmallResNet(nn.Module):
         dropout: DropoutSpec = None,
     ) -> None:
         super().__init__()
-        d = self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.in_channels = check_positive_int(in_channels, "in_channels")
-        check_positive_int(out_channels, "out_channels")
+        d, self.in_channels, _ = check_dims_and_channels(spatial_dims, in_channels, out_channels)
+        self.spatial_dims = d
         check_positive_int(channels, "channels")
         check_positive_int(num_stages, "num_stages")
         check_positive_int(blocks_per_stage, "blocks_per_stage")
