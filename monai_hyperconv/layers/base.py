@@ -295,29 +295,15 @@ class GeneratedConv(nn.Module):
         depends on torch only.
         """
         w, b = self.generate_weight(), self.generate_bias()
+        common = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
+                      bias=b is not None)
         if self.transposed:
             conv = _CONVT_CLS[self.spatial_dims](
-                self.in_channels,
-                self.out_channels,
-                self.kernel_size,
-                stride=self.stride,
-                padding=self.padding,
-                output_padding=self.output_padding,
-                groups=self.groups,
-                bias=b is not None,
-                dilation=self.dilation,
+                self.in_channels, self.out_channels, self.kernel_size, output_padding=self.output_padding, **common
             )
         else:
             conv = _CONV_CLS[self.spatial_dims](
-                self.in_channels,
-                self.out_channels,
-                self.kernel_size,
-                stride=self.stride,
-                padding=self.padding,
-                dilation=self.dilation,
-                groups=self.groups,
-                bias=b is not None,
-                padding_mode=self.padding_mode,
+                self.in_channels, self.out_channels, self.kernel_size, padding_mode=self.padding_mode, **common
             )
         conv = conv.to(device=w.device, dtype=w.dtype)
         conv.weight.copy_(w.detach())
