@@ -345,16 +345,11 @@ class ConvNdSignature:
 
 
 def dim_variant(base: type, dims: int) -> type:
-    """A ``nn.ConvNd``-signature subclass ``(in, out, kernel_size, stride, padding, ...)`` of ``base``."""
-
-    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, padding_mode="zeros", **kwargs):
-        base.__init__(self, dims, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                      padding_mode, **kwargs)
-
+    """A ``nn.ConvNd``-signature subclass ``(in, out, kernel_size, stride, padding, ...)`` of ``base``
+    (``class {base}{dims}d(ConvNdSignature, base): _dims = dims``, made at run time)."""
     name = f"{base.__name__}{dims}d"
     doc = f"{dims}-D :class:`{base.__name__}` with ``nn.Conv{dims}d``'s constructor signature (for MONAI's ``Conv`` factory)."
-    return type(name, (base,), {"__init__": __init__, "__doc__": doc, "__module__": base.__module__})
+    return type(name, (ConvNdSignature, base), {"_dims": dims, "__doc__": doc, "__module__": base.__module__})
 
 
 def _autocast_state() -> tuple:
