@@ -6,7 +6,7 @@ import os
 import uuid
 from typing import Callable, Sequence
 
-__all__ = ["atomic_write", "as_bool", "check_spatial_dims"]
+__all__ = ["atomic_write", "as_bool", "check_spatial_dims", "check_positive_int", "check_dims_and_channels"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> str:
@@ -79,3 +79,17 @@ def check_spatial_dims(spatial_dims, allowed: Sequence[int] = (1, 2, 3), name: s
         note = f" ({reason})" if reason else ""
         raise ValueError(f"{name} must be {_or_list(tuple(allowed))}{note}, got {spatial_dims!r}.")
     return int(spatial_dims)
+
+
+def check_positive_int(value, name: str) -> int:
+    """``value`` if it is an int >= 1 (a bool never is), else ``ValueError("{name} must be a positive int, got ...")``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    return value
+
+
+def check_dims_and_channels(spatial_dims, in_channels, out_channels) -> tuple:
+    """The checked ``(spatial_dims, in_channels, out_channels)`` of a network or layer constructor
+    (:func:`check_spatial_dims`, then :func:`check_positive_int` for each channel count)."""
+    return (check_spatial_dims(spatial_dims), check_positive_int(in_channels, "in_channels"),
+            check_positive_int(out_channels, "out_channels"))

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..layers.base import GeneratedConv
 from ..layers.factories import get_conv_type
-from ..utils import check_spatial_dims
+from ..utils import check_positive_int, check_spatial_dims
 from .resize import VariableResize, check_phi, check_phi_prior, resolve_phi
 
 __all__ = ["ScaleSpaceUNet", "MaterializedNetwork", "leaky_slope", "accepts_old_width_depth_names"]
@@ -164,8 +164,7 @@ class ScaleSpaceUNet(nn.Module):
         spatial_dims = check_spatial_dims(spatial_dims)
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
                         ("convs_per_stage", convs_per_stage)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}.")
+            check_positive_int(v, name)
         if not isinstance(num_pools, int) or isinstance(num_pools, bool) or num_pools < 0:
             raise ValueError(f"num_pools must be an int >= 0, got {num_pools!r}.")
         if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils import check_spatial_dims
+from ..utils import check_positive_int, check_spatial_dims
 
 __all__ = ["GeneratedConv", "ConvNdSignature", "dim_variant", "ensure_tuple_dims", "conv_class", "conv_transpose_class"]
 
@@ -97,8 +97,7 @@ class GeneratedConv(nn.Module):
         super().__init__()
         d = check_spatial_dims(spatial_dims)
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}.")
+            check_positive_int(v, name)
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})."
@@ -296,29 +295,15 @@ class GeneratedConv(nn.Module):
         depends on torch only.
         """
         w, b = self.generate_weight(), self.generate_bias()
+        common = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
+                      bias=b is not None)
         if self.transposed:
             conv = _CONVT_CLS[self.spatial_dims](
-                self.in_channels,
-                self.out_channels,
-                self.kernel_size,
-                stride=self.stride,
-                padding=self.padding,
-                output_padding=self.output_padding,
-                groups=self.groups,
-                bias=b is not None,
-                dilation=self.dilation,
+                self.in_channels, self.out_channels, self.kernel_size, output_padding=self.output_padding, **common
             )
         else:
             conv = _CONV_CLS[self.spatial_dims](
-                self.in_channels,
-                self.out_channels,
-                self.kernel_size,
-                stride=self.stride,
-                padding=self.padding,
-                dilation=self.dilation,
-                groups=self.groups,
-                bias=b is not None,
-                padding_mode=self.padding_mode,
+                self.in_channels, self.out_channels, self.kernel_size, padding_mode=self.padding_mode, **common
             )
         conv = conv.to(device=w.device, dtype=w.dtype)
         conv.weight.copy_(w.detach())
@@ -360,16 +345,11 @@ class ConvNdSignature:
 
 
 def dim_variant(base: type, dims: int) -> type:
-    """A ``nn.ConvNd``-signature subclass ``(in, out, kernel_size, stride, padding, ...)`` of ``base``."""
-
-    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, padding_mode="zeros", **kwargs):
-        base.__init__(self, dims, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                      padding_mode, **kwargs)
-
+    """A ``nn.ConvNd``-signature subclass ``(in, out, kernel_size, stride, padding, ...)`` of ``base``
+    (``class {base}{dims}d(ConvNdSignature, base): _dims = dims``, made at run time)."""
     name = f"{base.__name__}{dims}d"
     doc = f"{dims}-D :class:`{base.__name__}` with ``nn.Conv{dims}d``'s constructor signature (for MONAI's ``Conv`` factory)."
-    return type(name, (base,), {"__init__": __init__, "__doc__": doc, "__module__": base.__module__})
+    return type(name, (ConvNdSignature, base), {"_dims": dims, "__doc__": doc, "__module__": base.__module__})
 
 
 def _autocast_state() -> tuple:

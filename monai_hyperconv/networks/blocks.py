@@ -17,18 +17,12 @@ from torch import nn
 
 from ..layers.base import conv_class, ensure_tuple_dims
 from ..layers.factories import ConvSpec, get_conv_type
-from ..utils import check_spatial_dims
+from ..utils import check_positive_int, check_spatial_dims  # noqa: F401 (check_positive_int: re-exported)
 
 __all__ = ["ConvNormAct", "DoubleConv", "NonLocalBlock", "make_conv", "check_spatial_dims", "dropout_layer"]
 
 ArgSpec = Optional[Union[str, tuple]]
 DropoutSpec = Optional[Union[float, str, tuple]]
-
-
-def check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    return value
 
 
 def make_conv(

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..layers.base import conv_class, ensure_tuple_dims
 from ..layers.factories import ConvSpec, get_conv_type
-from ..utils import check_spatial_dims
+from ..utils import check_dims_and_channels
 from .blocks import ArgSpec, ConvNormAct, DropoutSpec, check_positive_int, dropout_layer, make_conv
 
 __all__ = ["SimpleCNN", "SmallResNet", "PreActResidualBlock"]
@@ -57,9 +57,8 @@ class SimpleCNN(nn.Module):
         pool_every_conv: bool = False,
     ) -> None:
         super().__init__()
-        d = self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.in_channels = check_positive_int(in_channels, "in_channels")
-        check_positive_int(out_channels, "out_channels")
+        d, self.in_channels, _ = check_dims_and_channels(spatial_dims, in_channels, out_channels)
+        self.spatial_dims = d
         self.img_size = ensure_tuple_dims(img_size, d, "img_size")
         channels = tuple(channels)
         if not channels:
@@ -108,24 +107,27 @@ class SimpleCNN(nn.Module):
         return list(self.features)
 
 
+def _norm_act(spatial_dims: int, channels: int, norm: ArgSpec, act: ArgSpec) -> List[nn.Module]:
+    """``[norm, act]`` layers of a pre-activation (either left out when its spec is ``None``)."""
+    out: List[nn.Module] = []
+    if norm is not None:
+        out.append(get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=channels))
+    if act is not None:
+        out.append(get_act_layer(name=act))
+    return out
+
+
 class PreActResidualBlock(nn.Module):
     """Pre-activation residual block ``x + conv(act(norm(conv(act(norm(x))))))`` (He et al. 2016; the blog's block)."""
 
     def __init__(self, spatial_dims: int, channels: int, kernel_size, conv: ConvSpec, act: ArgSpec, norm: ArgSpec) -> None:
         super().__init__()
-
-        def pre() -> List[nn.Module]:
-            out: List[nn.Module] = []
-            if norm is not None:
-                out.append(get_norm_layer(name=norm, spatial_dims=spatial_dims, channels=channels))
-            if act is not None:
-                out.append(get_act_layer(name=act))
-            return out
-
         # bias-free convs: every conv is followed by a norm (as the blog's ResidualBlock)
         self.body = nn.Sequential(
-            *pre(), make_conv(conv, spatial_dims, channels, channels, kernel_size, bias=False),
-            *pre(), make_conv(conv, spatial_dims, channels, channels, kernel_size, bias=False),
+            *_norm_act(spatial_dims, channels, norm, act),
+            make_conv(conv, spatial_dims, channels, channels, kernel_size, bias=False),
+            *_norm_act(spatial_dims, channels, norm, act),
+            make_conv(conv, spatial_dims, channels, channels, kernel_size, bias=False),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,31 +172,22 @@ class SmallResNet(nn.Module):
         dropout: DropoutSpec = None,
     ) -> None:
         super().__init__()
-        d = self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.in_channels = check_positive_int(in_channels, "in_channels")
-        check_positive_int(out_channels, "out_channels")
+        d, self.in_channels, _ = check_dims_and_channels(spatial_dims, in_channels, out_channels)
+        self.spatial_dims = d
         check_positive_int(channels, "channels")
         check_positive_int(num_stages, "num_stages")
         check_positive_int(blocks_per_stage, "blocks_per_stage")
         get_conv_type(conv, d)
         conv1x1 = conv_class(d)
 
-        def pre(c: int) -> List[nn.Module]:
-            out: List[nn.Module] = []
-            if norm is not None:
-                out.append(get_norm_layer(name=norm, spatial_dims=d, channels=c))
-            if act is not None:
-                out.append(get_act_layer(name=act))
-            return out
-
         layers: List[nn.Module] = [conv1x1(in_channels, channels, kernel_size=1)]
         c = channels
         for s in range(num_stages):
             if s:
-                layers += [*pre(c), conv1x1(c, 2 * c, kernel_size=1, bias=False), Pool[Pool.MAX, d](kernel_size=2, stride=2)]
+                layers += [*_norm_act(d, c, norm, act), conv1x1(c, 2 * c, kernel_size=1, bias=False), Pool[Pool.MAX, d](kernel_size=2, stride=2)]
                 c *= 2
             layers += [PreActResidualBlock(d, c, kernel_size, conv, act, norm) for _ in range(blocks_per_stage)]
-        layers += pre(c)
+        layers += _norm_act(d, c, norm, act)
         self.features = nn.Sequential(*layers)
         head: List[nn.Module] = [Pool[Pool.ADAPTIVEMAX, d](1), nn.Flatten()]
         drop = dropout_layer(dropout)

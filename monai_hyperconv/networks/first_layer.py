@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..layers.factories import ConvSpec, get_conv_type
-from ..utils import check_spatial_dims
+from ..utils import check_dims_and_channels
 from .blocks import ArgSpec, ConvNormAct, DropoutSpec, check_positive_int
 from .registry import register_network
 from .unet import PaperUNet, check_input_shape, resolve_channels
@@ -66,9 +66,8 @@ class FirstLayerUNet(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.in_channels = check_positive_int(in_channels, "in_channels")
-        self.out_channels = check_positive_int(out_channels, "out_channels")
+        self.spatial_dims, self.in_channels, self.out_channels = check_dims_and_channels(
+            spatial_dims, in_channels, out_channels)
         self.num_pools = check_positive_int(num_pools, "num_pools")
         widths = resolve_channels(channels, num_pools)
         self.first_channels = check_positive_int(first_channels or widths[0], "first_channels")

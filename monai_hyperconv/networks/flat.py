@@ -10,7 +10,7 @@ from torch import nn
 
 from ..layers.base import conv_class
 from ..layers.factories import ConvSpec, get_conv_type
-from ..utils import check_spatial_dims
+from ..utils import check_dims_and_channels
 from .blocks import ArgSpec, ConvNormAct, DropoutSpec, check_positive_int, make_conv
 
 __all__ = ["FlatResidualCNN", "FlatResidualBlock"]
@@ -79,9 +79,8 @@ class FlatResidualCNN(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.in_channels = check_positive_int(in_channels, "in_channels")
-        self.out_channels = check_positive_int(out_channels, "out_channels")
+        self.spatial_dims, self.in_channels, self.out_channels = check_dims_and_channels(
+            spatial_dims, in_channels, out_channels)
         get_conv_type(conv, self.spatial_dims)
         if isinstance(channels, int) and not isinstance(channels, bool):
             channels = tuple(check_positive_int(channels, "channels") * m for m in (1, 2, 4, 8, 4, 2, 1))

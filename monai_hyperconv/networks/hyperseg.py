@@ -59,7 +59,7 @@ from torch import nn
 
 from ..layers.base import ensure_tuple_dims
 from ..layers.factories import ConvSpec, get_conv_type
-from ..utils import check_spatial_dims
+from ..utils import check_dims_and_channels, check_spatial_dims
 from .blocks import ArgSpec, DoubleConv, check_positive_int
 from .registry import register_network
 from .unet import resolve_channels
@@ -276,9 +276,9 @@ class HyperSegNet(nn.Module):
         embed_dim: int = 12,
     ) -> None:
         super().__init__()
-        d = self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.in_channels = check_positive_int(in_channels, "in_channels")
-        self.out_channels = check_positive_int(out_channels, "out_channels")
+        self.spatial_dims, self.in_channels, self.out_channels = check_dims_and_channels(
+            spatial_dims, in_channels, out_channels)
+        d = self.spatial_dims
         self.num_pools = check_positive_int(num_pools, "num_pools")
         self.channels = resolve_channels(channels, num_pools)
         self.patch_grid = ensure_tuple_dims(patch_grid, d, "patch_grid")

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..layers.factories import ConvSpec, get_conv_type
-from ..utils import check_spatial_dims
+from ..utils import check_dims_and_channels
 from .blocks import ArgSpec, ConvNormAct, DropoutSpec, check_positive_int
 from .unet import PaperUNetDecoder, PaperUNetEncoder, _check_placement, check_input_shape, resolve_channels
 
@@ -78,9 +78,8 @@ class MultiBranchUNet(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.in_channels = check_positive_int(in_channels, "in_channels")
-        self.out_channels = check_positive_int(out_channels, "out_channels")
+        self.spatial_dims, self.in_channels, self.out_channels = check_dims_and_channels(
+            spatial_dims, in_channels, out_channels)
         self.channels = resolve_channels(channels, num_pools)
         self.num_pools = num_pools
         if fusion not in FUSIONS:

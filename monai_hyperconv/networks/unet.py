@@ -10,7 +10,7 @@ from torch import nn
 
 from ..layers.base import conv_class
 from ..layers.factories import ConvSpec, get_conv_type
-from ..utils import check_spatial_dims
+from ..utils import check_dims_and_channels
 from .blocks import ArgSpec, ConvNormAct, DoubleConv, DropoutSpec, NonLocalBlock, check_positive_int
 
 __all__ = ["PaperUNet", "resolve_channels", "DROPOUT_PLACEMENTS"]
@@ -231,9 +231,8 @@ class PaperUNet(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        self.spatial_dims = check_spatial_dims(spatial_dims)
-        self.in_channels = check_positive_int(in_channels, "in_channels")
-        self.out_channels = check_positive_int(out_channels, "out_channels")
+        self.spatial_dims, self.in_channels, self.out_channels = check_dims_and_channels(
+            spatial_dims, in_channels, out_channels)
         self.channels = resolve_channels(channels, num_pools)
         self.num_pools = num_pools
         _check_placement(dropout_placement)

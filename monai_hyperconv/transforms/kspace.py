@@ -24,6 +24,7 @@ from monai.transforms.transform import MapTransform, Randomizable, RandomizableT
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
 from .masks import make_kspace_mask
+from .noise import _NoiseDictBase, _RandLevelNoise, _RandNoiseDictBase
 
 __all__ = [
     "KspaceUndersample",
@@ -225,6 +226,23 @@ class RandKspaceUndersample(_KspaceBase, Randomizable, Transform):
 
 
 class _KspaceDictMixin:
+    """Shared constructor and key loop of the dictionary k-space under-sampling transforms."""
+
+    _transform_class: type
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        target_key: str | None = "{key}_target",
+        kspace_key: str | None = "{key}_kspace",
+        mask_key: str | None = "{key}_mask",
+        allow_missing_keys: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        self.target_key, self.kspace_key, self.mask_key = target_key, kspace_key, mask_key
+        self.transform = self._transform_class(**kwargs)
+
     def _apply(self, data: Mapping[Hashable, Any], fn) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
@@ -256,19 +274,7 @@ class KspaceUndersampled(_KspaceDictMixin, MapTransform):
     """
 
     backend = KspaceUndersample.backend
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        target_key: str | None = "{key}_target",
-        kspace_key: str | None = "{key}_kspace",
-        mask_key: str | None = "{key}_mask",
-        allow_missing_keys: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        self.target_key, self.kspace_key, self.mask_key = target_key, kspace_key, mask_key
-        self.transform = KspaceUndersample(**kwargs)
+    _transform_class = KspaceUndersample
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         return self._apply(data, self.transform.undersample)
@@ -281,19 +287,7 @@ class RandKspaceUndersampled(_KspaceDictMixin, Randomizable, MapTransform):
     """
 
     backend = RandKspaceUndersample.backend
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        target_key: str | None = "{key}_target",
-        kspace_key: str | None = "{key}_kspace",
-        mask_key: str | None = "{key}_mask",
-        allow_missing_keys: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        self.target_key, self.kspace_key, self.mask_key = target_key, kspace_key, mask_key
-        self.transform = RandKspaceUndersample(**kwargs)
+    _transform_class = RandKspaceUndersample
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandKspaceUndersampled:
         super().set_random_state(seed, state)
@@ -345,7 +339,7 @@ class KspaceGaussianNoise(Transform):
         return _kspace_noise(img, self.std, np.random.RandomState(self.seed), self.slice_axis, self.magnitude)
 
 
-class RandKspaceGaussianNoise(RandomizableTransform):
+class RandKspaceGaussianNoise(_RandLevelNoise):
     """Random form of :class:`KspaceGaussianNoise`: with probability ``prob``, std ~ U(std_range).
 
     Args:
@@ -356,27 +350,18 @@ class RandKspaceGaussianNoise(RandomizableTransform):
     """
 
     backend = KspaceGaussianNoise.backend
+    skip_zero_level = True
 
     def __init__(self, prob: float = 0.1, std_range: Sequence[float] = (0.0, 0.1), slice_axis: int = 2, magnitude: bool | None = None) -> None:
-        RandomizableTransform.__init__(self, prob)
-        self.std_range = tuple(float(s) for s in std_range)
+        super().__init__(prob, std_range)
+        self.std_range = self.level_range
         self.slice_axis, self.magnitude = slice_axis, magnitude
-        self._std = 0.0
 
-    def randomize(self, data: Any = None) -> None:
-        super().randomize(None)
-        if self._do_transform:
-            self._std = float(self.R.uniform(*self.std_range))
-
-    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
-        if randomize:
-            self.randomize()
-        if not self._do_transform or self._std <= 0:
-            return img
-        return _kspace_noise(img, self._std, self.R, self.slice_axis, self.magnitude)
+    def _add_noise(self, img: NdarrayOrTensor, level: float) -> NdarrayOrTensor:
+        return _kspace_noise(img, level, self.R, self.slice_axis, self.magnitude)
 
 
-class KspaceGaussianNoised(MapTransform):
+class KspaceGaussianNoised(_NoiseDictBase):
     """Dictionary version of :class:`KspaceGaussianNoise`."""
 
     backend = KspaceGaussianNoise.backend
@@ -385,34 +370,14 @@ class KspaceGaussianNoised(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.transform = KspaceGaussianNoise(std, seed, slice_axis, magnitude)
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key])
-        return d
 
-
-class RandKspaceGaussianNoised(RandomizableTransform, MapTransform):
+class RandKspaceGaussianNoised(_RandNoiseDictBase):
     """Dictionary version of :class:`RandKspaceGaussianNoise` (same draw for all keys' decision)."""
 
     backend = KspaceGaussianNoise.backend
+    level_per_key = False
 
     def __init__(self, keys: KeysCollection, prob: float = 0.1, std_range: Sequence[float] = (0.0, 0.1), slice_axis: int = 2, magnitude: bool | None = None, allow_missing_keys: bool = False) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
         self.transform = RandKspaceGaussianNoise(1.0, std_range, slice_axis, magnitude)
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandKspaceGaussianNoised:
-        super().set_random_state(seed, state)
-        self.transform.set_random_state(seed, state)
-        return self
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        self.randomize(None)
-        if not self._do_transform:
-            return d
-        self.transform.randomize()
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key], randomize=False)
-        return d

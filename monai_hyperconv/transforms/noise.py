@@ -93,6 +93,37 @@ def speckle(img: NdarrayOrTensor, std: float, rng: np.random.RandomState) -> Nda
     return out
 
 
+class _RandLevelNoise(RandomizableTransform):
+    """Base of the random noise transforms: with probability ``prob``, a noise level ``~ U(level_range)``
+    is drawn (one per :meth:`randomize`) and :meth:`_add_noise` applies it with the transform's generator.
+
+    Subclasses implement ``_add_noise(img, level)``; with ``skip_zero_level = True`` a drawn level
+    ``<= 0`` returns the input unchanged.
+    """
+
+    skip_zero_level = False
+
+    def __init__(self, prob: float, level_range: Sequence[float]) -> None:
+        RandomizableTransform.__init__(self, prob)
+        self.level_range = tuple(float(v) for v in level_range)
+        self._level = 0.0
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        if self._do_transform:
+            self._level = float(self.R.uniform(*self.level_range))
+
+    def _add_noise(self, img: NdarrayOrTensor, level: float) -> NdarrayOrTensor:
+        raise NotImplementedError
+
+    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
+        if randomize:
+            self.randomize()
+        if not self._do_transform or (self.skip_zero_level and self._level <= 0):
+            return img
+        return self._add_noise(img, self._level)
+
+
 class SaltPepperNoise(Transform):
     """Salt-and-pepper noise of a fixed level (deterministic: re-seeded with ``seed`` per call).
 
@@ -112,7 +143,7 @@ class SaltPepperNoise(Transform):
         return salt_pepper(img, self.fraction, np.random.RandomState(self.seed), self.salt_ratio, self.low, self.high)
 
 
-class RandSaltPepperNoise(RandomizableTransform):
+class RandSaltPepperNoise(_RandLevelNoise):
     """Random salt-and-pepper noise: with probability ``prob``, fraction ~ U(fraction_range).
 
     Args:
@@ -124,22 +155,12 @@ class RandSaltPepperNoise(RandomizableTransform):
     backend = SaltPepperNoise.backend
 
     def __init__(self, prob: float = 0.1, fraction_range: Sequence[float] = (0.0, 0.1), salt_ratio: float = 0.5, low: float | None = None, high: float | None = None) -> None:
-        RandomizableTransform.__init__(self, prob)
-        self.fraction_range = tuple(float(f) for f in fraction_range)
+        super().__init__(prob, fraction_range)
+        self.fraction_range = self.level_range
         self.salt_ratio, self.low, self.high = salt_ratio, low, high
-        self._fraction = 0.0
 
-    def randomize(self, data: Any = None) -> None:
-        super().randomize(None)
-        if self._do_transform:
-            self._fraction = float(self.R.uniform(*self.fraction_range))
-
-    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
-        if randomize:
-            self.randomize()
-        if not self._do_transform:
-            return img
-        return salt_pepper(img, self._fraction, self.R, self.salt_ratio, self.low, self.high)
+    def _add_noise(self, img: NdarrayOrTensor, level: float) -> NdarrayOrTensor:
+        return salt_pepper(img, level, self.R, self.salt_ratio, self.low, self.high)
 
 
 class SpeckleNoise(Transform):
@@ -159,7 +180,7 @@ class SpeckleNoise(Transform):
         return speckle(img, self.std, np.random.RandomState(self.seed))
 
 
-class RandSpeckleNoise(RandomizableTransform):
+class RandSpeckleNoise(_RandLevelNoise):
     """Random speckle noise: with probability ``prob``, std ~ U(std_range).
 
     Args:
@@ -170,21 +191,11 @@ class RandSpeckleNoise(RandomizableTransform):
     backend = SpeckleNoise.backend
 
     def __init__(self, prob: float = 0.1, std_range: Sequence[float] = (0.0, 0.1)) -> None:
-        RandomizableTransform.__init__(self, prob)
-        self.std_range = tuple(float(s) for s in std_range)
-        self._std = 0.0
+        super().__init__(prob, std_range)
+        self.std_range = self.level_range
 
-    def randomize(self, data: Any = None) -> None:
-        super().randomize(None)
-        if self._do_transform:
-            self._std = float(self.R.uniform(*self.std_range))
-
-    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
-        if randomize:
-            self.randomize()
-        if not self._do_transform:
-            return img
-        return speckle(img, self._std, self.R)
+    def _add_noise(self, img: NdarrayOrTensor, level: float) -> NdarrayOrTensor:
+        return speckle(img, level, self.R)
 
 
 class GaussianNoise(Transform):
@@ -250,6 +261,11 @@ class GaussianNoised(_NoiseDictBase):
 
 
 class _RandNoiseDictBase(RandomizableTransform, MapTransform):
+    """Base of the random dictionary noise transforms: one apply decision for all keys; the noise
+    level is drawn per key (``level_per_key = True``) or once per call."""
+
+    level_per_key = True
+
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
         super().set_random_state(seed, state)
         self.transform.set_random_state(seed, state)
@@ -260,8 +276,11 @@ class _RandNoiseDictBase(RandomizableTransform, MapTransform):
         self.randomize(None)
         if not self._do_transform:
             return d
+        if not self.level_per_key:
+            self.transform.randomize()
         for key in self.key_iterator(d):
-            self.transform.randomize()  # level drawn per key; the apply decision is shared
+            if self.level_per_key:
+                self.transform.randomize()
             d[key] = self.transform(d[key], randomize=False)
         return d
 
