@@ -253,6 +253,8 @@ def _evaluate(spec: dict, overrides: dict, state_dict: dict, split: str, noise: 
                                             f"no {split} evaluation"}
         parser["validate#dataset#data"] = expr
     parser["validate#handlers"] = []  # no best-model saving or logging from these evaluations
+    if "eval_network" in parser:
+        parser["eval_network"] = "@network"  # evaluate (and count) the bundle's network with the given weights
     evaluator = parser.get_parsed_content("validate#evaluator")
     net = evaluator.network
     net.load_state_dict(state_dict)
@@ -383,7 +385,8 @@ def _run_cell(spec: dict) -> dict[str, Any]:
         t0 = time.perf_counter()
         wf.run()
         train_time = time.perf_counter() - t0
-        network = wf.parser.get_parsed_content("network")
+        # the weights the bundle validates and saves: its weight average (``eval_network``) where it has one
+        network = wf.parser.get_parsed_content("eval_network" if "eval_network" in wf.parser else "network")
         state = {k: v.detach().clone() for k, v in getattr(network, "module", network).state_dict().items()}
         wf.finalize()
         ev_overrides = {**overrides, "resume": False}
