@@ -135,7 +135,7 @@ def test_seeds_plan_keeps_single_seed_cells(tmp_path):
     same = [c for c in multi if c["seed"] == 0]
     assert [(c["cell_dir"], c["spec_hash"]) for c in same] == [(c["cell_dir"], c["spec_hash"]) for c in single]
     assert Path(multi[1]["cell_dir"]).name == "fold0_seed5" and multi[1]["spec_hash"] != multi[0]["spec_hash"]
-    assert set(multi[1]) == set(single[0])
+    assert set(multi[1]) == set(single[0]) | {"split_seed", "split_seed_key"} and multi[1]["split_seed"] == 0
     assert ComparisonSettings(epochs=1, seeds=[3, 1]).seed == 3
     assert ComparisonSettings(epochs=1, seed=1, seeds=[3, 1]).seed_list == (3, 1)
     with pytest.raises(ComparisonError, match="repeats a seed"):
@@ -144,6 +144,29 @@ def test_seeds_plan_keeps_single_seed_cells(tmp_path):
         plan_cells("segmentation", ["unet:channels=4"], base.replace(reference="unet5"))
     m, _ = plan_cells("segmentation", ["hyperunet:channels=4", "unet"], base.replace(reference="hyper_unet:channels=4"))
     assert m["reference"] == "hyperunet:channels=4"
+
+
+def test_seeds_keep_the_split(tmp_path):
+    """The bundles shuffle their k-fold split with ``@seed``: the other seeds' cells keep the base seed's split."""
+    from monai_hyperconv.compare.cell import _overrides, _parser
+
+    data = make_tiny_demo("liver", tmp_path / "data", n_subjects=6, size=(48, 48, 6))
+    settings = ComparisonSettings(output_dir=tmp_path / "out", data=data, **{**OPTS, "folds": 3}, seeds=(0, 1, 2))
+    _, cells = plan_cells("segmentation", ["unet:channels=4"], settings)
+
+    def split(cell):
+        parser = _parser(cell, {**_overrides(dict(cell, device="cpu"), False), "datalists#check_load": False})
+        lists = parser.get_parsed_content("datalists")
+        return [d["image"] for d in lists["validation"]], parser.get_parsed_content("seed")
+
+    for fold in range(3):
+        got = [split(c) for c in cells if c["fold"] == fold]
+        assert [seed for _, seed in got] == [0, 1, 2]  # the training seed is the cell's
+        assert got[0][0] == got[1][0] == got[2][0]  # the split is the base seed's
+    assert "split_seed" not in cells[0] and cells[1]["split_seed"] == 0
+    # without the fix a seed would re-shuffle the folds: the split does depend on datalists#seed
+    other = dict(cells[1], split_seed=1)
+    assert split(other)[0] != split(cells[1])[0]
 
 
 def test_cli_seeds_and_reference():

@@ -44,8 +44,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--configs", nargs="+", default=None, help="bundle config files (default train.json [+ demo.json on demo data])")
     p.add_argument("--set", nargs="*", default=[], metavar="ID=VALUE", help="config overrides for every cell, e.g. image_size=64")
     p.add_argument("--noise", default=None, help='robustness sweep as JSON, e.g. \'{"gaussian": [0, 0.1]}\'; "none" to skip')
-    p.add_argument("--seed", type=int, default=None,
-                   help="the seed of every cell (default 0; with --seeds: the first of them)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the seed of every cell (default 0); with --seeds the base seed, whose cells keep the "
+                        "single-seed folders (kept if among --seeds, else the first of them)")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="repeat every algorithm x fold with each seed (initialisation, sampling, augmentation; "
                         "the split stays), e.g. --seeds 0 1 2")

@@ -131,6 +131,8 @@ def _overrides(spec: dict, resume: bool) -> dict[str, Any]:
         "device": f"$torch.device({spec['device']!r})",
         spec["network_key"]: spec["network"],
     })
+    if spec.get("split_seed_key"):  # another seed of the grid: the base seed's split, this seed's training
+        ov[spec["split_seed_key"]] = spec["split_seed"]
     if spec.get("dataset_dir"):
         ov["dataset_dir"] = spec["dataset_dir"]
     if spec.get("num_folds", 1) > 1:

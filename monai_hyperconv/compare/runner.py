@@ -170,6 +170,8 @@ def plan_cells(task: str, algorithms: Sequence[str | AlgorithmSpec], settings: C
                     "has_fold": recipe["has_fold"],
                     "cell_dir": str(out / "cells" / a.slug / (f"fold{f}" if s == settings.seed else f"fold{f}_seed{s}")),
                 })
+                if s != settings.seed and recipe["split_seed_key"]:  # (absent in base-seed cells: same hash as before)
+                    cells[-1].update(split_seed=settings.seed, split_seed_key=recipe["split_seed_key"])
     has_data = (Path(recipe["dataset_dir"]) / "dataset.json").is_file()
     _set_fingerprint(manifest, cells, data_fingerprint(recipe["dataset_dir"]) if has_data else None)
     return manifest, cells
@@ -234,8 +236,13 @@ def _recipe(spec_t: TaskSpec, settings: ComparisonSettings, out: Path) -> dict[s
     base_net = parser.get(spec_t.network_key)
     if not isinstance(base_net, dict):
         raise ComparisonError(f"bundle {bdir.name}: config entry {spec_t.network_key!r} is not a network dict.")
+    lists = parser.get("datalists")
+    # the k-fold split's shuffling seed (the bundles pass "@seed" to prepare_dataset): held at the base
+    # seed in the cells of the other seeds, so that a seed never changes the split
+    split_key = "datalists#seed" if isinstance(lists, dict) and "seed" in lists else None
     return {"bundle": str(bdir), "configs": cfg_paths, "dataset_dir": dataset_dir, "is_demo": is_demo,
-            "demo_task": demo_task, "overrides": ov, "network": base_net, "has_fold": "fold" in parser.get()}
+            "demo_task": demo_task, "overrides": ov, "network": base_net, "has_fold": "fold" in parser.get(),
+            "split_seed_key": split_key}
 
 
 def _check_manifest(out: Path, manifest: dict) -> dict:

@@ -87,7 +87,9 @@ class ComparisonSettings:
             the base seed (its cells keep the single-seed folders ``fold<k>``).
         seeds: repeat every algorithm x fold with each of these seeds (a grid axis: a cell is
             algorithm x fold x seed). A seed changes initialisation, sampling and augmentation, never
-            the split. None: ``(seed,)``; ``seed`` is then set to the first seed unless it is one of them.
+            the split (the cells of the other seeds keep the base seed's k-fold shuffling,
+            ``datalists#seed``). None: ``(seed,)``. ``seed`` stays the base seed if it is one of ``seeds``, else it
+            becomes the first of them (a folder resumes only with the same base seed).
         reference: the algorithm (its text, as given) the others are compared with in the
             leaderboard's paired statistics (None: the first algorithm).
         workers: cells run in parallel.
@@ -220,8 +222,7 @@ class ComparisonSettings:
         """The settings of ``python -m monai_hyperconv.compare`` from its parsed arguments.
 
         ``--set ID=VALUE`` become ``overrides``, ``--noise`` is JSON or ``none`` (``{}``),
-        ``--keep-failed`` is ``retry_failed=False``, ``--output`` is ``output_dir``; ``--seeds`` without
-        ``--seed``: the base seed is the first of them.
+        ``--keep-failed`` is ``retry_failed=False``, ``--output`` is ``output_dir``.
         """
         if args.noise is None:
             noise = None
@@ -235,7 +236,7 @@ class ComparisonSettings:
         return cls(folds=args.folds, output_dir=args.output, epochs=args.epochs, iterations=args.iterations,
                    data=args.data, bundle=args.bundle, configs=args.configs,
                    overrides=parse_assignments(args.set, "--set"), noise=noise,
-                   seed=(getattr(args, "seeds", None) or [0])[0] if args.seed is None else args.seed,
+                   seed=args.seed,
                    seeds=getattr(args, "seeds", None), reference=getattr(args, "reference", None),
                    workers=args.workers, devices=args.devices, fold_ids=args.fold_ids,
                    auto3dseg_work_dirs=args.auto3dseg_workdir, latency_reps=args.latency_reps,
