@@ -1,4 +1,4 @@
-"""The comparison runner: algorithms x folds through one bundle recipe -> a leaderboard.
+"""The comparison runner: algorithms x folds (x seeds) through one bundle recipe -> a leaderboard.
 
 >>> from monai_hyperconv.compare import ComparisonSettings, run_comparison
 >>> run_comparison("segmentation", ["unet:kernel_size=3", "hyper_unet:kernel_size=5,n_l=4"],
@@ -561,7 +561,7 @@ class _Board:
         if self.bar is not None:
             self.bar.close()
             print(f"leaderboard: {self.paths['markdown']}\n            {self.paths['csv']}\n"
-                  f"per-fold results: {self.paths['json']}")
+                  f"per-cell results: {self.paths['json']}\nper-case results: {self.paths['per_case']}")
 
 
 def _run_in_process(todo: list[dict], board: _Board, device: str) -> None:
