@@ -70,9 +70,10 @@ def test_kernel_grid_smoke(tmp_path):
     with open(tmp_path / "kernel_grid.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert float(table[4]["paper_test_dice"]) == 0.728
-    # --smoke runs the first seed only, into its own comparison folder
+    # --smoke runs the first seed only; the seeds are the comparison's grid axis (one folder, per-case statistics)
     assert all(r["seeds"] == 1 and r["seeds_learnt"] == int(r["train_dice_mean"] > mod.LEARNT) for r in rows)
-    assert (tmp_path / "comparison" / "seed0" / "comparison.json").is_file()
+    assert json.loads((tmp_path / "comparison" / "comparison.json").read_text())["seeds"] == [0]
+    assert (tmp_path / "comparison" / "per_case.csv").is_file()
     assert float(table[0]["test_dice_mean"]) == pytest.approx(rows[0]["test_dice_mean"], abs=1e-6)
     rep = check_report(tmp_path, "kernel_grid")
     assert "1 seed per cell" in rep["paragraph"]

@@ -37,15 +37,24 @@ def test_run_seeds_rejects_bad_seed_lists(tmp_path):
         run_seeds("segmentation", ["unet"], [1, 1], output_dir=tmp_path)
 
 
-def test_run_seeds_one_settings_per_seed(tmp_path, monkeypatch):
+def test_run_seeds_is_one_comparison_with_a_seed_axis(tmp_path, monkeypatch):
     from monai_hyperconv.compare import ComparisonSettings, runner
 
     seen = []
-    monkeypatch.setattr(runner, "run_comparison", lambda task, algos, settings: seen.append(settings) or {})
+
+    def run(task, algos, settings):
+        seen.append(settings)
+        rows = [{"algorithm": "unet", "fold": 0, "seed": s, "status": "ok", "test_metric": 0.1 * s}
+                for s in settings.seed_list]
+        return {"results": rows, "manifest": {"higher_is_better": True}, "paths": {}}
+
+    monkeypatch.setattr(runner, "run_comparison", run)
     settings = ComparisonSettings(output_dir=tmp_path, epochs=2, folds=1)
-    assert list(run_seeds("segmentation", ["unet"], [3, 1], settings)) == [3, 1]
-    assert seen == [settings.replace(output_dir=tmp_path / "seed3", seed=3),
-                    settings.replace(output_dir=tmp_path / "seed1", seed=1)]
+    per_seed = run_seeds("segmentation", ["unet"], [3, 1], settings)
+    assert list(per_seed) == [3, 1]
+    assert seen == [settings.replace(seeds=(3, 1), seed=3)]
+    assert per_seed[1]["leaderboard"][0]["test_metric_mean"] == pytest.approx(0.1)
+    assert across_seeds(per_seed, "unet")["test_metric_per_seed"] == [pytest.approx(0.3), pytest.approx(0.1)]
     with pytest.warns(DeprecationWarning, match="run_seeds"):
         run_seeds("segmentation", ["unet"], [3], output_dir=tmp_path, epochs=2, folds=1)
-    assert seen[-1] == seen[0]
+    assert seen[-1] == settings.replace(seeds=(3,), seed=3)

@@ -17,6 +17,9 @@ EXAMPLES = """examples:
   # your own Decathlon-style data, with a bundle's recipe and a config override
   python -m monai_hyperconv.compare --task segmentation --data /data/Task03_Liver/dataset.json \\
       --algorithms unet unet5 hyper_unet --folds 5 --epochs 100 --set image_size=256 --output runs/lits
+  # three seeds per fold; paired statistics against unet (bootstrap CIs, Wilcoxon, Holm)
+  python -m monai_hyperconv.compare --task segmentation --algorithms unet hyper_unet \\
+      --folds 5 --seeds 0 1 2 --reference unet --epochs 100 --output runs/lits_seeds
   # add the algorithms of an Auto3DSeg work directory to the leaderboard
   python -m monai_hyperconv.compare ... --auto3dseg-workdir ./work_dir
 Running the same command again resumes: finished cells are skipped (the data must be unchanged),
@@ -41,7 +44,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--configs", nargs="+", default=None, help="bundle config files (default train.json [+ demo.json on demo data])")
     p.add_argument("--set", nargs="*", default=[], metavar="ID=VALUE", help="config overrides for every cell, e.g. image_size=64")
     p.add_argument("--noise", default=None, help='robustness sweep as JSON, e.g. \'{"gaussian": [0, 0.1]}\'; "none" to skip')
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="the seed of every cell (default 0); with --seeds the base seed, whose cells keep the "
+                        "single-seed folders (kept if among --seeds, else the first of them)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="repeat every algorithm x fold with each seed (initialisation, sampling, augmentation; "
+                        "the split stays), e.g. --seeds 0 1 2")
+    p.add_argument("--reference", default=None,
+                   help="algorithm the leaderboard's paired statistics compare against (default: the first)")
     p.add_argument("--workers", type=int, default=1, help="cells run in parallel (processes)")
     p.add_argument("--devices", nargs="*", default=None, help="e.g. cuda:0 cuda:1 (default: all GPUs, else cpu)")
     p.add_argument("--output", default="runs/compare", help="output folder (reuse it to resume)")

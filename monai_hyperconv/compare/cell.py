@@ -7,7 +7,8 @@ atomically: ``status`` "ok" with the numbers, or "failed" with the error and tra
 
 Measured (all on the cell's device, the network in eval mode):
 - ``train_metric`` / ``test_metric``: the bundle's validation key metric on the training split and
-  on the held-out fold (``test_per_case``: per-case values where the metric handler keeps them), both with the validation transforms (no augmentation) and the final weights
+  on the held-out fold (``test_per_case``: per-case values where the metric handler keeps them, and
+  ``test_case_ids``: the cases' names, their image files' names), both with the validation transforms (no augmentation) and the final weights
   (no best-epoch selection on the test fold, so the gap is not flattered);
 - ``params``: trainable parameters; ``receptive_field``: :func:`~monai_hyperconv.networks.receptive_field`
   (the papers' convention; "all" for global ones; None where it cannot be derived);
@@ -130,6 +131,8 @@ def _overrides(spec: dict, resume: bool) -> dict[str, Any]:
         "device": f"$torch.device({spec['device']!r})",
         spec["network_key"]: spec["network"],
     })
+    if spec.get("split_seed_key"):  # another seed of the grid: the base seed's split, this seed's training
+        ov[spec["split_seed_key"]] = spec["split_seed"]
     if spec.get("dataset_dir"):
         ov["dataset_dir"] = spec["dataset_dir"]
     if spec.get("num_folds", 1) > 1:
@@ -170,6 +173,35 @@ def _split_data_expr(parser, split: str) -> str | None:
     if isinstance(expr, str) and "@datalists['validation']" in expr.replace('"', "'"):
         return expr.replace('"validation"', "'validation'").replace("'validation'", repr(split))
     return None
+
+
+def _case_id(item: Any, index: int) -> str:
+    """A data-list entry's name: its image file's name without the extension (else ``case<index>``)."""
+    src = item.get("image", item.get("img")) if isinstance(item, dict) else item
+    if isinstance(src, (list, tuple)) and src:
+        src = src[0]
+    if isinstance(src, (str, os.PathLike)):
+        name = Path(src).name
+        for ext in (".nii.gz", ".nii", ".npz", ".npy", ".png", ".jpg", ".mha", ".nrrd", ".gz"):
+            if name.endswith(ext):
+                return name[: -len(ext)]
+        return name
+    return f"case{index}"
+
+
+def _case_ids(evaluator, n: int) -> list[str]:
+    """The ids of the ``n`` cases the evaluator ran through (its data loader's data list, in order);
+    ``case<i>`` where the list is not there or not as long."""
+    data = getattr(getattr(getattr(evaluator, "data_loader", None), "dataset", None), "data", None)
+    try:
+        ids = [_case_id(item, i) for i, item in enumerate(data)] if data is not None else []
+    except TypeError:
+        ids = []
+    if len(ids) != n:
+        return [f"case{i}" for i in range(n)]
+    if len(set(ids)) != n:  # two entries with the same file name (different folders): keep them apart
+        ids = [f"{c}#{i}" for i, c in enumerate(ids)]
+    return ids
 
 
 def _first_sample(obj):
@@ -278,6 +310,7 @@ def _evaluate(spec: dict, overrides: dict, state_dict: dict, split: str, noise: 
     if details is not None:  # MONAI metric handlers keep per-case values (mean over channels here)
         d = torch.as_tensor(details).float()
         result["per_case"] = (d.reshape(d.shape[0], -1).nanmean(dim=1) if d.ndim > 1 else d.reshape(-1)).tolist()
+        result["case_ids"] = _case_ids(evaluator, len(result["per_case"]))
     result["captured"] = captured or None
     result["network"] = net
     if noise:
@@ -365,7 +398,7 @@ def _run_cell(spec: dict) -> dict[str, Any]:
 
     cell_dir = Path(spec["cell_dir"])
     cell_dir.mkdir(parents=True, exist_ok=True)
-    base = {k: spec.get(k) for k in ("algorithm", "name", "options", "fold", "metric_name")}
+    base = {k: spec.get(k) for k in ("algorithm", "name", "options", "fold", "seed", "metric_name")}
     base.update(source="compare", cell_dir=str(cell_dir), device=spec["device"])
     t_start = time.time()
     try:
@@ -406,6 +439,7 @@ def _run_cell(spec: dict) -> dict[str, Any]:
             **base, "status": "ok", "error": None,
             "metric_key": test["metric_key"],
             "train_metric": train["metric"], "test_metric": test["metric"], "test_per_case": test.get("per_case"),
+            "test_case_ids": test.get("case_ids"),
             "gap": None if train["metric"] is None else sign * (train["metric"] - test["metric"]),
             **measured,
             "train_time_s": train_time, "resumed": resume,

@@ -71,16 +71,20 @@ def by_algorithm(result: Mapping[str, Any]) -> dict[str, dict]:
 
 def run_seeds(task: str, algorithms: Sequence[str], seeds: Sequence[int], settings: ComparisonSettings | None = None,
               **deprecated_kwargs: Any) -> dict[int, dict[str, Any]]:
-    """``run_comparison`` once per seed, each into ``<settings.output_dir>/seed<k>`` (each resumable on its own).
+    """One ``run_comparison`` with the seeds as its grid axis (``ComparisonSettings.seeds``), split by seed.
 
-    The seed changes initialisation, sampling and augmentation; with one fold (``folds=1``) the
-    split is the data list's, the same for every seed. ``settings.seed`` is replaced by each seed.
-    The keyword form of earlier releases (``run_seeds(task, algorithms, seeds, output_dir=..., ...)``)
+    The seed changes initialisation, sampling and augmentation, never the split. All cells go into
+    ``settings.output_dir`` (resumable; one leaderboard with the case-level statistics over all seeds);
+    the first seed is the base seed (its cells are the single-seed cells ``fold<k>``). Before this
+    release every seed was a comparison of its own in ``<output_dir>/seed<k>``; such folders are not
+    read. The keyword form of earlier releases (``run_seeds(task, algorithms, seeds, output_dir=..., ...)``)
     still works for this release and issues a :class:`DeprecationWarning`.
 
     Returns:
-        ``{seed: run_comparison result}``.
+        ``{seed: {"results": the seed's cell results, "leaderboard": their aggregate (as
+        ``run_comparison``'s), "paths": ..., "manifest": ...}}`` (paths and manifest of the one comparison).
     """
+    from .leaderboard import aggregate
     from .runner import run_comparison
 
     if not seeds:
@@ -88,9 +92,15 @@ def run_seeds(task: str, algorithms: Sequence[str], seeds: Sequence[int], settin
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds: {list(seeds)} repeats a seed.")
     settings = settings_from_call("run_seeds", settings, (), deprecated_kwargs)
-    return {int(s): run_comparison(task, algorithms, settings.replace(output_dir=settings.output_dir / f"seed{s}",
-                                                                      seed=int(s)))
-            for s in seeds}
+    seeds = [int(s) for s in seeds]
+    res = run_comparison(task, algorithms, settings.replace(seeds=tuple(seeds), seed=seeds[0]))
+    hib = res.get("manifest", {}).get("higher_is_better", True)
+    out = {}
+    for s in seeds:
+        rows = [r for r in res.get("results", []) if r.get("seed") == s]
+        out[s] = {"results": rows, "leaderboard": aggregate(rows, hib), "paths": res.get("paths"),
+                  "manifest": res.get("manifest")}
+    return out
 
 
 def across_seeds(per_seed: Mapping[int, Mapping[str, Any]], algorithm: str,

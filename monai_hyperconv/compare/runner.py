@@ -1,4 +1,4 @@
-"""The comparison runner: algorithms x folds through one bundle recipe -> a leaderboard.
+"""The comparison runner: algorithms x folds (x seeds) through one bundle recipe -> a leaderboard.
 
 >>> from monai_hyperconv.compare import ComparisonSettings, run_comparison
 >>> run_comparison("segmentation", ["unet:kernel_size=3", "hyper_unet:kernel_size=5,n_l=4"],
@@ -150,8 +150,10 @@ def plan_cells(task: str, algorithms: Sequence[str | AlgorithmSpec], settings: C
     common = {k: recipe[k] for k in ("bundle", "configs", "dataset_dir", "overrides")}
     common.update(budget=settings.budget, seed=settings.seed, higher_is_better=spec_t.higher_is_better,
                   noise={k: [float(x) for x in v] for k, v in noise.items()})
+    seeds = list(settings.seed_list)
+    reference = _reference(settings.reference, algos)
     manifest = {
-        "task": task, **common, "is_demo": recipe["is_demo"],
+        "task": task, **common, "seeds": seeds, "reference": reference, "is_demo": recipe["is_demo"],
         "demo_task": recipe["demo_task"] if recipe["is_demo"] else None, "folds": folds, "metric": spec_t.metric,
         "algorithms": [{"text": a.text, "name": a.name, "options": a.options, "slug": a.slug} for a in algos],
     }
@@ -159,12 +161,17 @@ def plan_cells(task: str, algorithms: Sequence[str | AlgorithmSpec], settings: C
     for a in algos:
         net_cfg = network_config(recipe["network"], a)
         for f in fold_list:
-            cells.append({
-                "algorithm": a.text, "name": a.name, "options": a.options, "slug": a.slug, "fold": f,
-                "num_folds": folds, **common, "network_key": spec_t.network_key, "network": net_cfg,
-                "metric_name": spec_t.metric, "latency_reps": settings.latency_reps, "has_fold": recipe["has_fold"],
-                "cell_dir": str(out / "cells" / a.slug / f"fold{f}"),
-            })
+            for s in seeds:
+                # the base seed's cell is the single-seed cell of earlier releases: same folder, same spec hash
+                cells.append({
+                    "algorithm": a.text, "name": a.name, "options": a.options, "slug": a.slug, "fold": f,
+                    "num_folds": folds, **common, "seed": s, "network_key": spec_t.network_key, "network": net_cfg,
+                    "metric_name": spec_t.metric, "latency_reps": settings.latency_reps,
+                    "has_fold": recipe["has_fold"],
+                    "cell_dir": str(out / "cells" / a.slug / (f"fold{f}" if s == settings.seed else f"fold{f}_seed{s}")),
+                })
+                if s != settings.seed and recipe["split_seed_key"]:  # (absent in base-seed cells: same hash as before)
+                    cells[-1].update(split_seed=settings.seed, split_seed_key=recipe["split_seed_key"])
     has_data = (Path(recipe["dataset_dir"]) / "dataset.json").is_file()
     _set_fingerprint(manifest, cells, data_fingerprint(recipe["dataset_dir"]) if has_data else None)
     return manifest, cells
@@ -180,6 +187,24 @@ def _algorithm_specs(algorithms: Sequence[str | AlgorithmSpec]) -> list[Algorith
     if dup:
         raise ComparisonError(f"algorithms given twice: {dup}.")
     return algos
+
+
+def _reference(reference: str | None, algos: Sequence[AlgorithmSpec]) -> str | None:
+    """The reference algorithm's text as given in ``algos`` (``reference`` may be written differently,
+    e.g. ``hyperunet`` for ``hyper_unet``); Auto3DSeg rows (``auto3dseg:...``) are taken as they are."""
+    if reference is None or reference.startswith("auto3dseg:"):
+        return reference
+    texts = {a.text: a.text for a in algos}
+    if reference in texts:
+        return reference
+    try:
+        slug = parse_algorithm(reference).slug
+    except (KeyError, ValueError):
+        slug = None
+    match = [a.text for a in algos if a.slug == slug]
+    if not match:
+        raise ComparisonError(f"reference {reference!r} is not one of the algorithms {[a.text for a in algos]}.")
+    return match[0]
 
 
 def _recipe(spec_t: TaskSpec, settings: ComparisonSettings, out: Path) -> dict[str, Any]:
@@ -211,8 +236,13 @@ def _recipe(spec_t: TaskSpec, settings: ComparisonSettings, out: Path) -> dict[s
     base_net = parser.get(spec_t.network_key)
     if not isinstance(base_net, dict):
         raise ComparisonError(f"bundle {bdir.name}: config entry {spec_t.network_key!r} is not a network dict.")
+    lists = parser.get("datalists")
+    # the k-fold split's shuffling seed (the bundles pass "@seed" to prepare_dataset): held at the base
+    # seed in the cells of the other seeds, so that a seed never changes the split
+    split_key = "datalists#seed" if isinstance(lists, dict) and "seed" in lists else None
     return {"bundle": str(bdir), "configs": cfg_paths, "dataset_dir": dataset_dir, "is_demo": is_demo,
-            "demo_task": demo_task, "overrides": ov, "network": base_net, "has_fold": "fold" in parser.get()}
+            "demo_task": demo_task, "overrides": ov, "network": base_net, "has_fold": "fold" in parser.get(),
+            "split_seed_key": split_key}
 
 
 def _check_manifest(out: Path, manifest: dict) -> dict:
@@ -237,6 +267,9 @@ def _check_manifest(out: Path, manifest: dict) -> dict:
     known = {a["slug"] for a in old["algorithms"]}
     merged = dict(manifest)
     merged["algorithms"] = old["algorithms"] + [a for a in manifest["algorithms"] if a["slug"] not in known]
+    # seeds may be added like algorithms (a folder from before seeds had just the base seed)
+    old_seeds = old.get("seeds") or [old.get("seed")]
+    merged["seeds"] = old_seeds + [s for s in manifest["seeds"] if s not in old_seeds]
     return merged
 
 
@@ -249,7 +282,10 @@ def _finished(cell: dict, retry_failed: bool = True) -> dict | None:
     except (OSError, ValueError):
         return None
     keep = ("ok",) if retry_failed else ("ok", "failed")
-    return res if res.get("status") in keep and res.get("spec_hash") == cell["spec_hash"] else None
+    if res.get("status") not in keep or res.get("spec_hash") != cell["spec_hash"]:
+        return None
+    res.setdefault("seed", cell["seed"])  # results of releases before seeds: the (same-hash) cell's seed
+    return res
 
 
 def cell_environment(device: str, threads: int, base_env: Mapping[str, str] | None = None) -> tuple[dict, str]:
@@ -283,7 +319,7 @@ def _busy(cell: dict) -> str | None:
 
 def _busy_row(cell: dict, message: str) -> dict:
     """The row of a cell another process works on: reported, never written as its result."""
-    res = {k: cell[k] for k in ("algorithm", "name", "options", "fold", "metric_name")}
+    res = {k: cell[k] for k in ("algorithm", "name", "options", "fold", "seed", "metric_name")}
     res.update(status="busy", source="compare", cell_dir=cell["cell_dir"], spec_hash=cell["spec_hash"], error=message)
     return res
 
@@ -382,7 +418,7 @@ def _collect(cell: dict, proc: subprocess.Popen) -> dict:
     if res is None or res.get("spec_hash") != cell["spec_hash"]:
         log = Path(cell["cell_dir"]) / "log.txt"
         tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
-        res = {k: cell[k] for k in ("algorithm", "name", "options", "fold", "metric_name")}
+        res = {k: cell[k] for k in ("algorithm", "name", "options", "fold", "seed", "metric_name")}
         res.update(status="failed", source="compare", cell_dir=cell["cell_dir"], spec_hash=cell["spec_hash"],
                    error=f"cell process exited with code {proc.returncode} without a result; log tail:\n{tail}")
         write_json(res, path)
@@ -390,10 +426,11 @@ def _collect(cell: dict, proc: subprocess.Popen) -> dict:
 
 
 def _cell_line(res: dict, metric: str) -> str:
+    where = f"{res['algorithm']} fold {res['fold']} seed {res.get('seed')}"
     if res["status"] == "ok":
-        return f"{res['algorithm']} fold {res['fold']}: test {metric} {res['test_metric']:.4f}"
+        return f"{where}: test {metric} {res['test_metric']:.4f}"
     what = "BUSY" if res["status"] == "busy" else "FAILED"
-    return f"{res['algorithm']} fold {res['fold']}: {what} ({str(res['error']).splitlines()[0][:300]})"
+    return f"{where}: {what} ({str(res['error']).splitlines()[0][:300]})"
 
 
 def run_comparison(task: str, algorithms: Sequence[str | AlgorithmSpec], settings: ComparisonSettings | None = None,
@@ -477,7 +514,7 @@ def _earlier_rows(out: Path, manifest: dict, cells: list[dict]) -> list[dict]:
             continue
         for fdir in sorted((out / "cells" / a["slug"]).glob("fold*/" + RESULT_FILE)):
             try:
-                earlier.append(json.loads(fdir.read_text()))
+                earlier.append({"seed": manifest.get("seed"), **json.loads(fdir.read_text())})
             except ValueError:
                 pass
     return earlier
@@ -509,7 +546,8 @@ class _Board:
         # a busy cell is someone else's work in progress: not a result
         ordered = self.earlier + [self.results[c["cell_dir"]] for c in self.cells
                                   if self.results.get(c["cell_dir"], {}).get("status") not in (None, "busy")]
-        ordered.sort(key=lambda r: (self.rank.get(r["algorithm"], len(self.rank)), r.get("fold", 0)))  # manifest order
+        ordered.sort(key=lambda r: (self.rank.get(r["algorithm"], len(self.rank)), r.get("fold", 0),
+                                  r.get("seed") or 0))  # manifest order
         return write_outputs(ordered + self.extra_rows, self.manifest, self.out)
 
     def record(self, cell: dict, res: dict) -> None:
@@ -523,7 +561,7 @@ class _Board:
         if self.bar is not None:
             self.bar.close()
             print(f"leaderboard: {self.paths['markdown']}\n            {self.paths['csv']}\n"
-                  f"per-fold results: {self.paths['json']}")
+                  f"per-cell results: {self.paths['json']}\nper-case results: {self.paths['per_case']}")
 
 
 def _run_in_process(todo: list[dict], board: _Board, device: str) -> None:

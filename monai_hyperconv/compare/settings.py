@@ -83,7 +83,15 @@ class ComparisonSettings:
         configs: the bundle's config files (None: ``train.json`` + ``demo.json`` on demo data).
         overrides: config ids -> values for every cell (e.g. ``{"image_size": 64}``).
         noise: ``{noise: [levels]}`` robustness sweep (None: the task's default; ``{}`` for none).
-        seed: the same for every cell (fair: same splits, same initial data order).
+        seed: the same for every cell (fair: same splits, same initial data order); with ``seeds``,
+            the base seed (its cells keep the single-seed folders ``fold<k>``).
+        seeds: repeat every algorithm x fold with each of these seeds (a grid axis: a cell is
+            algorithm x fold x seed). A seed changes initialisation, sampling and augmentation, never
+            the split (the cells of the other seeds keep the base seed's k-fold shuffling,
+            ``datalists#seed``). None: ``(seed,)``. ``seed`` stays the base seed if it is one of ``seeds``, else it
+            becomes the first of them (a folder resumes only with the same base seed).
+        reference: the algorithm (its text, as given) the others are compared with in the
+            leaderboard's paired statistics (None: the first algorithm).
         workers: cells run in parallel.
         devices: e.g. ``("cuda:0", "cuda:1")`` (None: all GPUs, else CPU).
         fold_ids: run only these folds (None: all).
@@ -107,6 +115,8 @@ class ComparisonSettings:
     overrides: dict[str, Any] = field(default_factory=dict, hash=False)
     noise: dict[str, tuple[float, ...]] | None = field(default=None, hash=False)
     seed: int = 0
+    seeds: tuple[int, ...] | None = None
+    reference: str | None = None
     workers: int = 1
     devices: tuple[str, ...] | None = None
     fold_ids: tuple[int, ...] | None = None
@@ -131,6 +141,15 @@ class ComparisonSettings:
         if not self.isolate and self.workers != 1:
             raise ComparisonError(f"isolate=False runs cells in this process: workers must be 1, got {self.workers}.")
         set_("seed", _int("seed", self.seed))
+        if self.seeds is not None:
+            seeds = tuple(_int("seeds", s) for s in _sequence("seeds", self.seeds))
+            if not seeds:
+                raise ComparisonError("seeds: give at least one seed (or None for just `seed`).")
+            if len(set(seeds)) != len(seeds):
+                raise ComparisonError(f"seeds: {list(seeds)} repeats a seed.")
+            set_("seeds", seeds)
+            if self.seed not in seeds:
+                set_("seed", seeds[0])
         set_("latency_reps", _int("latency_reps", self.latency_reps, low=1))
         set_("output_dir", Path(self.output_dir))
         if self.data is not None:
@@ -180,6 +199,11 @@ class ComparisonSettings:
             raise ComparisonError(f"noise {dict(noise)!r}: levels must be lists of numbers ({e}).") from None
 
     @property
+    def seed_list(self) -> tuple[int, ...]:
+        """The seeds of the grid: ``seeds``, or ``(seed,)``."""
+        return self.seeds if self.seeds is not None else (self.seed,)
+
+    @property
     def budget(self) -> dict[str, int]:
         """``{"epochs": n}`` or ``{"iterations": n}``, as recorded in the manifest and the cells."""
         return {"epochs": self.epochs} if self.epochs is not None else {"iterations": self.iterations}
@@ -211,7 +235,9 @@ class ComparisonSettings:
                 raise ComparisonError(f"--noise {args.noise!r}: not JSON ({e}).") from None
         return cls(folds=args.folds, output_dir=args.output, epochs=args.epochs, iterations=args.iterations,
                    data=args.data, bundle=args.bundle, configs=args.configs,
-                   overrides=parse_assignments(args.set, "--set"), noise=noise, seed=args.seed,
+                   overrides=parse_assignments(args.set, "--set"), noise=noise,
+                   seed=args.seed,
+                   seeds=getattr(args, "seeds", None), reference=getattr(args, "reference", None),
                    workers=args.workers, devices=args.devices, fold_ids=args.fold_ids,
                    auto3dseg_work_dirs=args.auto3dseg_workdir, latency_reps=args.latency_reps,
                    retry_failed=not args.keep_failed)
