@@ -1,7 +1,7 @@
 """Auto3DSeg bring-your-own-algorithm support: our templates' shared code and a work-dir reader.
 
-The templates live in ``bundles/auto3dseg/<name>`` (``hyperunet``: the Hyper-UNet of papers 000/001;
-``sshn``: the scale-space hypernetwork UNet of paper 002) and follow the layout MONAI's
+The templates live in ``bundles/auto3dseg/<name>`` (``hyperunet``: the Hyper-UNet of Ma et al. 2022 and its journal extension;
+``sshn``: the scale-space hypernetwork UNet of Gonzalez Ortiz et al. 2023) and follow the layout MONAI's
 ``BundleGen`` loads: ``<name>/scripts/algo.py`` defines ``<Name>Algo`` (a ``BundleAlgo``),
 ``configs/*.yaml`` hold the bundle, ``scripts/train.py`` / ``scripts/infer.py`` are the entry points.
 The templates keep only what differs (network, inferers, patch divisibility); the shared pieces are

@@ -3,7 +3,7 @@ and case-level statistics (:mod:`monai_hyperconv.compare.stats`).
 
 Files (all written atomically): ``leaderboard.md``, ``leaderboard.csv``, ``results.json`` (every
 cell's raw result, every test case and the statistics), ``per_case.csv`` (algorithm, fold, seed,
-case id, test metric), ``metric_vs_params.png`` (papers 000/001 Figs 3-6 style),
+case id, test metric), ``metric_vs_params.png`` (in the style of Ma et al. 2022, Figs 3-6),
 ``robustness.png`` (metric vs noise level per noise type), ``per_case_boxplot.png`` (the per-case
 test metric per algorithm) and ``paired_differences.png`` (forest plot of the paired differences
 against the reference).

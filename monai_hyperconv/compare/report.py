@@ -33,7 +33,7 @@ def experiment_report(
 
     Args:
         name: short id (the script's stem, e.g. ``"noise_robustness"``); sections are ordered by it.
-        title: section title, e.g. ``"Noise robustness (001 Fig 6)"``.
+        title: section title, e.g. ``"Noise robustness (journal extension, Fig 6)"``.
         papers: which figures/tables of which papers it reproduces.
         command: the one command that produced it (as a user would type it).
         scale: what it ran at (data, image size, widths, epochs, folds, device).
