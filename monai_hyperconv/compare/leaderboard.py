@@ -138,13 +138,16 @@ def statistics_markdown(stats: Mapping[str, Any], metric: str) -> str:
     if not algs:
         return ""
     ref, pct = stats["reference"], int(round(100 * stats["level"]))
+    n_cmp = max(0, len(algs) - 1)
+    paired = (f"Δ vs `{ref}`: mean paired difference over the cases both have, its {pct}% bootstrap CI, two-sided "
+              f"Wilcoxon signed-rank p, Holm-adjusted over the {n_cmp} comparison{'s' if n_cmp != 1 else ''}; ▲/▼ "
+              f"significantly better/worse (adjusted p < 0.05). P(rank 1) and mean rank: the same case resamples "
+              f"for all algorithms (the cases all have)." if n_cmp else
+              "One algorithm only: no paired comparison or ranking.")
     lines = ["## Statistics over test cases", "",
              f"Unit: the test case (every case of every held-out fold); a case's seeds are averaged first (seeds "
              f"are repeated measures). Mean with {pct}% percentile bootstrap CI ({stats['n_boot']} resamples of the "
-             f"cases within each fold, seed {stats['seed']}). Δ vs `{ref}`: mean paired difference over the cases "
-             f"both have, its {pct}% bootstrap CI, two-sided Wilcoxon signed-rank p, Holm-adjusted over the "
-             f"{max(0, len(algs) - 1)} comparisons; ▲/▼ significantly better/worse (adjusted p < 0.05). "
-             f"P(rank 1) and mean rank: the same case resamples for all algorithms (the cases all have).", ""]
+             f"cases within each fold, seed {stats['seed']}). " + paired, ""]
     if stats.get("note"):
         lines += [stats["note"] + ".", ""]
     heads = ["algorithm", "cases", "seeds", f"test {metric} [{pct}% CI]", f"Δ test {metric} vs `{ref}` [{pct}% CI], "
