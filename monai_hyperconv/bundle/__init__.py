@@ -29,7 +29,9 @@ Before training (first item of ``initialize``): ``preflight`` rejects unknown or
 command-line overrides and bad numeric settings, refuses to replace an earlier run unless
 ``--resume true`` or ``--overwrite true`` (which moves it to ``previous_runs/<time>/``);
 ``CheckpointManager`` removes temporary files of a killed save when training starts. During training ``NonFiniteGuard`` (first train handler) stops the
-run (or skips the step) on a NaN/inf loss or gradient, before the update.
+run (or skips the step) on a NaN/inf loss or gradient, before the update. ``WeightAverage`` (a
+train handler; ``"eval_network": "$@weight_average.module"`` for the evaluator and the best-model
+saver) keeps an exponential moving average of the weights that validation and ``model.pt`` use.
 
 Every file is written via a temporary file + ``os.replace`` on rank 0 only (never a network with
 NaN/inf weights; the last checkpoint also holds all random states for a bit-identical resume); ``models/model.pt``
