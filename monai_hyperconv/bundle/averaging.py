@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .checkpoint import unwrap
+from .guards import loss_value
 
 __all__ = ["WeightAverage"]
 
@@ -73,14 +74,9 @@ class WeightAverage:
             self.module.load_state_dict(unwrap(self.network).state_dict())
 
     def iteration_completed(self, engine) -> None:
-        output = engine.state.output
-        if isinstance(output, list) and output:
-            output = output[0]
-        loss = output.get("loss") if isinstance(output, Mapping) else None
-        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all()):
+        loss = loss_value(engine.state.output)
+        if loss is not None and not math.isfinite(loss):
             return  # the NonFiniteGuard skipped or stopped this step; keep the average clean
-        if isinstance(loss, float) and not math.isfinite(loss):
-            return
         self.update()
 
     @torch.no_grad()

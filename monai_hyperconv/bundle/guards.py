@@ -58,6 +58,12 @@ def _loss(output: Any) -> Any:
     return None
 
 
+def loss_value(output: Any) -> float | None:
+    """The loss of a trainer step's output (a dict, or the first of a list of dicts) as a float, or None."""
+    loss = _loss(output)
+    return float(loss.detach().float().item()) if isinstance(loss, torch.Tensor) else loss
+
+
 class NonFiniteGuard:
     """Stop (or skip the step) when a loss or gradient is NaN/inf.
 
@@ -133,8 +139,7 @@ class NonFiniteGuard:
         self._flagged = False
 
     def _after_iteration(self, engine) -> None:
-        loss = _loss(engine.state.output)
-        v = float(loss.detach().float().item()) if isinstance(loss, torch.Tensor) else loss
+        v = loss_value(engine.state.output)
         if v is not None and not math.isfinite(v):
             if self._flagged:
                 return  # already handled before the step
