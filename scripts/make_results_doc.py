@@ -87,17 +87,20 @@ def _section(r: dict, fig_root: Path, out: Path, skipped: Optional[list]) -> lis
     for t in r["tables"]:
         lines += [_demote(Path(t).read_text(encoding="utf-8")), ""]
     dest = fig_root / r["name"]
+    names = [Path(f).name for f in r["figures"]]
     for f in r["figures"]:
         src = Path(f)
+        # figures of the same name (one per data set, e.g. <out>/liver/comparison/x.png) get their folder's name
+        name = src.name if names.count(src.name) == 1 else f"{src.parent.parent.name}_{src.name}"
         if not src.is_file():
             if skipped is not None:
                 skipped.append(str(src))
             continue
         dest.mkdir(parents=True, exist_ok=True)
-        target = dest / src.name
+        target = dest / name
         atomic_write(target, lambda p, src=src: shutil.copyfile(src, p))
         rel = os.path.relpath(target, out.parent)
-        lines += [f"![{r['name']}: {src.stem}]({rel})", ""]
+        lines += [f"![{r['name']}: {Path(name).stem}]({rel})", ""]
     return lines
 
 

@@ -8,6 +8,7 @@ import os
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -96,6 +97,11 @@ def test_leaderboard_rows_columns_and_numbers(tiny_run):
     for r in ok:
         assert r["robustness"]["gaussian"]["0.0"] == r["test_metric"]
         assert r["robust_metric"] == r["robustness"]["gaussian"]["0.2"]
+        # ... and per case (paired statistics under noise): the clean level's cases are the test cases,
+        # the noisy level's cases average to the level's metric
+        cases = r["robustness_per_case"]["gaussian"]
+        assert cases["0.0"] == r["test_per_case"] and len(cases["0.2"]) == len(r["test_case_ids"])
+        assert float(np.mean(cases["0.2"])) == pytest.approx(r["robustness"]["gaussian"]["0.2"], abs=1e-5)
         assert r["input_shape"] == [[1, 1, 32, 32]] and r["gflops"] > 0 and r["latency_ms"] > 0
     for name in ("results.json", "metric_vs_params.png", "robustness.png", "comparison.json"):
         assert (out / name).is_file()

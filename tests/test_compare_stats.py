@@ -203,3 +203,73 @@ def test_resume_with_seeds_skips_finished_cells(tmp_path):
     # a different base seed in the same folder is refused (its cells would be other cells)
     with pytest.raises(ComparisonError, match="seed"):
         run_comparison("segmentation", ["unet:channels=4"], settings.replace(seed=7, seeds=(7,)))
+
+
+def _noise_cells(gap_clean, gap_strong, n_cases=12, seeds=(0, 1, 2), folds=(0, 1), jitter=0.01, per_case=True):
+    """Synthetic cells of "plain" and "hyper" with a noise sweep (levels 0 and 0.5): hyper - plain is
+    ``gap_clean`` on clean images and ``gap_strong`` at 0.5, per case, up to a small jitter."""
+    rng = np.random.default_rng(0)
+    out = []
+    for fold in folds:
+        ids = [f"f{fold}c{i}" for i in range(n_cases)]
+        base = rng.uniform(0.3, 0.7, n_cases)
+        for seed in seeds:
+            for alg, (g0, g1) in (("plain", (0.0, 0.0)), ("hyper", (gap_clean, gap_strong))):
+                clean = base + g0 + rng.normal(0, jitter, n_cases)
+                strong = base - 0.2 + g1 + rng.normal(0, jitter, n_cases)
+                rob = {"gaussian": {"0.0": float(clean.mean()), "0.5": float(strong.mean())}}
+                cell = {"algorithm": alg, "fold": fold, "seed": seed, "status": "ok", "robustness": rob,
+                        "test_per_case": clean.tolist(), "test_case_ids": ids}
+                if per_case:
+                    cell["robustness_per_case"] = {"gaussian": {"0.0": clean.tolist(), "0.5": strong.tolist()}}
+                out.append(cell)
+    return out
+
+
+def test_noise_paired_case_level_finds_a_growing_gap():
+    from monai_hyperconv.compare.experiments import noise_paired
+
+    st = noise_paired(_noise_cells(0.0, 0.1), "plain", "hyper", {"gaussian": [0.0, 0.5]})
+    assert st["unit"] == "cases"
+    clean, strong = st["levels"]
+    assert (clean["level"], strong["level"]) == (0.0, 0.5) and clean["n_cases"] == strong["n_cases"] == 24
+    assert abs(clean["diff_mean"]) < 0.01 and clean["p_wilcoxon"] > 0.05
+    g = st["growth"]["gaussian"]
+    assert g["n_cases"] == 24 and g["diff_mean"] == pytest.approx(0.1, abs=0.01)
+    assert g["diff_ci_low"] > 0.08 and g["p_wilcoxon"] < 0.001
+    # the gap itself, recomputed by hand from the per-case values (seeds averaged per case first)
+    cells = _noise_cells(0.0, 0.1)
+    by = defaultdict(list)
+    for c in cells:
+        for cid, v in zip(c["test_case_ids"], c["robustness_per_case"]["gaussian"]["0.5"]):
+            by[(c["algorithm"], cid)].append(v)
+    ids = {cid for _, cid in by}
+    hand = np.mean([np.mean(by[("hyper", i)]) - np.mean(by[("plain", i)]) for i in ids])
+    assert strong["diff_mean"] == pytest.approx(hand, abs=1e-12)
+
+
+def test_noise_paired_falls_back_to_cells_of_the_same_fold_and_seed():
+    from monai_hyperconv.compare.experiments import noise_paired
+
+    cells = _noise_cells(0.05, 0.05, per_case=False)
+    st = noise_paired(cells, "plain", "hyper", {"gaussian": [0.0, 0.5]})
+    assert st["unit"] == "cells"
+    strong = st["levels"][1]
+    assert strong["n_cases"] == 6  # 2 folds x 3 seeds
+    rob = {(c["algorithm"], c["fold"], c["seed"]): c["robustness"]["gaussian"]["0.5"] for c in cells}
+    hand = np.mean([rob[("hyper", f, s)] - rob[("plain", f, s)] for f in (0, 1) for s in (0, 1, 2)])
+    assert strong["diff_mean"] == pytest.approx(hand, abs=1e-12)
+    assert abs(st["growth"]["gaussian"]["diff_mean"]) < 0.02
+
+
+def test_direction_verdict_and_paper_table_columns():
+    from monai_hyperconv.compare.experiments import direction_verdict, paper_table
+
+    row = {"diff_mean": 0.05, "p_holm": 0.01}
+    assert direction_verdict(row, +1) == "holds" and direction_verdict(row, -1) == "reversed"
+    assert direction_verdict({**row, "p_holm": 0.2}, +1) == "not significant"
+    assert direction_verdict(None, +1) == direction_verdict({"diff_mean": None}, +1) == "n/a"
+    md = paper_table([("A", "a", {"train": 0.9, "test": 0.8, "params": 1.0, "ours": None})],
+                     extra={"vs ref": {"a": "+0.1"}, "P(rank 1)": {}})
+    head, _, line = md.strip().splitlines()
+    assert head.endswith("| vs ref | P(rank 1) |") and line.endswith("| +0.1 | n/a |")

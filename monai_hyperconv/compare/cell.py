@@ -18,7 +18,8 @@ Measured (all on the cell's device, the network in eval mode):
 - ``peak_mem_mb``: CUDA: peak allocated memory of the cell; CPU: peak resident set size of the cell's process
   during its work (Linux ``VmHWM`` after resetting it at the cell's start; imported libraries included);
 - ``train_time_s``: wall-clock seconds of the bundle's training run (with its one final validation);
-- ``robustness``: ``{noise: {level: metric}}`` on the held-out fold, noise added to the network
+- ``robustness``: ``{noise: {level: metric}}`` on the held-out fold (``robustness_per_case``: the
+  same per case, in ``test_case_ids`` order), noise added to the network
   input after preprocessing (:func:`monai_hyperconv.bundle.corrupt`, seeded per noise and level).
 
 The process holds an exclusive lock on ``CELL_DIR/.lock`` (:func:`cell_lock`) for its whole run: a
@@ -306,21 +307,21 @@ def _evaluate(spec: dict, overrides: dict, state_dict: dict, split: str, noise: 
             handle.remove()
     result["metric"] = _key_metric(evaluator)
     result["metric_key"] = evaluator.state.key_metric_name
-    details = getattr(evaluator.state, "metric_details", {}).get(result["metric_key"])
-    if details is not None:  # MONAI metric handlers keep per-case values (mean over channels here)
-        d = torch.as_tensor(details).float()
-        result["per_case"] = (d.reshape(d.shape[0], -1).nanmean(dim=1) if d.ndim > 1 else d.reshape(-1)).tolist()
+    result["per_case"] = _per_case(evaluator, result["metric_key"])
+    if result["per_case"] is not None:
         result["case_ids"] = _case_ids(evaluator, len(result["per_case"]))
     result["captured"] = captured or None
     result["network"] = net
     if noise:
         key = spec.get("image_key", "image")
         rob: dict[str, dict[str, float]] = {}
+        rob_cases: dict[str, dict[str, list | None]] = {}
         for ntype, levels in noise.items():
-            rob[ntype] = {}
+            rob[ntype], rob_cases[ntype] = {}, {}
             for level in levels:
                 if float(level) <= 0:
                     rob[ntype][str(float(level))] = result["metric"]
+                    rob_cases[ntype][str(float(level))] = result.get("per_case")
                     continue
                 rng = np.random.RandomState(int(spec["seed"]) * 1000 + int(round(float(level) * 1e4)) % 997)
 
@@ -338,8 +339,22 @@ def _evaluate(spec: dict, overrides: dict, state_dict: dict, split: str, noise: 
                 finally:
                     evaluator.remove_event_handler(corrupt_batch, Events.GET_BATCH_COMPLETED)
                 rob[ntype][str(float(level))] = _key_metric(evaluator)
+                rob_cases[ntype][str(float(level))] = _per_case(evaluator, result["metric_key"])
         result["robustness"] = rob
+        result["robustness_per_case"] = rob_cases  # the same cases as "per_case", for paired statistics
     return result
+
+
+def _per_case(evaluator: Any, metric_key: str) -> list[float] | None:
+    """The key metric per case of the evaluator's last run (MONAI metric handlers keep them in
+    ``state.metric_details``; mean over channels), or None where the handler keeps none."""
+    import torch
+
+    details = getattr(evaluator.state, "metric_details", {}).get(metric_key)
+    if details is None:
+        return None
+    d = torch.as_tensor(details).float()
+    return (d.reshape(d.shape[0], -1).nanmean(dim=1) if d.ndim > 1 else d.reshape(-1)).tolist()
 
 
 def _reset_peak_rss() -> None:
@@ -444,7 +459,8 @@ def _run_cell(spec: dict) -> dict[str, Any]:
             **measured,
             "train_time_s": train_time, "resumed": resume,
             "peak_mem_mb": peak,
-            "robustness": rob, "robust_metric": (sum(noisy) / len(noisy)) if noisy else None,
+            "robustness": rob, "robustness_per_case": test.get("robustness_per_case") or {},
+            "robust_metric": (sum(noisy) / len(noisy)) if noisy else None,
             "notes": [n for n in (train.get("note"),) if n],
             "wall_time_s": time.time() - t_start,
         }

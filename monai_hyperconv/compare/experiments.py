@@ -22,11 +22,12 @@ from .report import fmt_pm
 from .settings import ComparisonError, ComparisonSettings, parse_assignments, settings_from_call
 
 __all__ = ["add_common_args", "grid_settings", "by_algorithm", "run_seeds", "across_seeds", "pm", "command_line",
-           "paper_table", "noise_curves", "write_summary"]
+           "paper_table", "noise_curves", "write_summary", "paired_statistics", "paired_text", "noise_paired",
+           "direction_verdict"]
 
 
 def add_common_args(p: argparse.ArgumentParser, default_out: str, epochs: int, folds: int) -> None:
-    """``--data --out --smoke --epochs --folds --workers --devices --seed --set``."""
+    """``--data --out --smoke --epochs --folds --workers --devices --seed --seeds --keep-failed --set``."""
     p.add_argument("--data", default=None, help="folder with dataset.json (default: the demo data, generated)")
     p.add_argument("--out", default=default_out, help=f"output folder (default {default_out}); reuse it to resume")
     p.add_argument("--smoke", action="store_true", help="tiny data, 1-2 iterations: a pipeline check in seconds")
@@ -34,7 +35,9 @@ def add_common_args(p: argparse.ArgumentParser, default_out: str, epochs: int, f
     p.add_argument("--folds", type=int, default=folds, help=f"cross-validation folds (default {folds})")
     p.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)), help="cells in parallel")
     p.add_argument("--devices", nargs="*", default=None, help="e.g. cuda:0 cuda:1 (default: all GPUs, else cpu)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="base seed (its cells keep the single-seed folders)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                   help="seeds per algorithm x fold (default 0 1 2; the statistics treat them as repeated measures)")
     p.add_argument("--keep-failed", action="store_true", help="do not re-run cells recorded as failed")
     p.add_argument("--set", nargs="*", default=[], metavar="ID=VALUE",
                    help="extra bundle config overrides for every cell (e.g. image_size=128)")
@@ -50,11 +53,12 @@ def grid_settings(args: argparse.Namespace, task_demo: str, demo_overrides: Mapp
         user = parse_assignments(args.set, "--set")
     except ComparisonError as e:
         raise SystemExit(str(e)) from None
-    common = dict(output_dir=out / "comparison", seed=args.seed, devices=args.devices,
-                  retry_failed=not args.keep_failed)
+    seeds = tuple(getattr(args, "seeds", None) or (args.seed,))
+    common = dict(output_dir=out / "comparison", seed=args.seed if args.seed in seeds else seeds[0],
+                  devices=args.devices, retry_failed=not args.keep_failed)
     if not args.smoke:
-        return ComparisonSettings(**common, workers=args.workers, folds=args.folds, data=args.data, epochs=args.epochs,
-                                  overrides={**demo_overrides, **user})
+        return ComparisonSettings(**common, seeds=seeds, workers=args.workers, folds=args.folds, data=args.data,
+                                  epochs=args.epochs, overrides={**demo_overrides, **user})
     from ..bundle.testing import make_tiny_demo
 
     data_dir = out / "smoke_data"
@@ -170,11 +174,14 @@ def command_line(script: str, argv: Sequence[str] | None) -> str:
 
 
 def paper_table(rows: Sequence[tuple[str, str, Mapping[str, Any]]], metric: str = "Dice",
-                paper_cols: Sequence[str] = ("train", "test")) -> str:
+                paper_cols: Sequence[str] = ("train", "test"),
+                extra: Mapping[str, Mapping[str, str]] | None = None) -> str:
     """Markdown: paper's numbers next to ours. ``rows``: (label, algorithm, paper dict) with the
-    leaderboard row under ``"ours"`` in the paper dict."""
+    leaderboard row under ``"ours"`` in the paper dict; ``extra``: more columns, ``{heading: {algorithm: text}}``
+    (missing: "n/a")."""
+    extra = dict(extra or {})
     heads = ["method"] + [f"paper {c} {metric}" for c in paper_cols] + ["paper params (M)",
-             f"ours train {metric}", f"ours test {metric}", "ours params", "ours receptive field"]
+             f"ours train {metric}", f"ours test {metric}", "ours params", "ours receptive field"] + list(extra)
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for label, algo, paper in rows:
         ours = paper.get("ours")
@@ -183,5 +190,90 @@ def paper_table(rows: Sequence[tuple[str, str, Mapping[str, Any]]], metric: str 
             [label] + [str(paper.get(c, "n/a")) for c in paper_cols] + [str(paper.get("params", "n/a")),
              pm(ours, "train_metric"), pm(ours, "test_metric"),
              "n/a" if params is None else (f"{params / 1e6:.3f}M" if params >= 1e5 else f"{int(params):,}"),
-             str((ours or {}).get("receptive_field") or "n/a")]) + " |")
+             str((ours or {}).get("receptive_field") or "n/a")] + [col.get(algo, "n/a") for col in extra.values()]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def paired_statistics(results: Sequence[Mapping[str, Any]], reference: str,
+                      higher_is_better: bool = True) -> dict[str, dict[str, Any]]:
+    """Per algorithm: its case-level mean with 95 % CI and, against ``reference``, the paired
+    difference with its CI and the Holm-adjusted Wilcoxon p (:func:`~monai_hyperconv.compare.comparison_statistics`;
+    seeds averaged per case first). ``{}`` when no cell recorded per-case values."""
+    from .stats import comparison_statistics
+
+    return comparison_statistics(results, reference=reference, higher_is_better=higher_is_better)["algorithms"]
+
+
+def paired_text(row: Mapping[str, Any] | None, higher_is_better: bool = True) -> str:
+    """``"+0.031 [0.012, 0.050], p = 0.004 ▲ (n = 16 cases)"`` for a :func:`paired_statistics` row."""
+    from .stats import format_difference
+
+    if not row or row.get("diff_mean") is None:
+        return "n/a"
+    return f"{format_difference(row, higher_is_better)} (n = {row['n_cases']} cases)"
+
+
+def direction_verdict(row: Mapping[str, Any] | None, paper_sign: float, alpha: float = 0.05) -> str:
+    """Whether a paired difference reproduces a paper's direction (``paper_sign`` > 0: the paper found
+    the algorithm better than the reference): "holds", "reversed" (significant, the other way) or
+    "not significant" at Holm-adjusted ``p < alpha``; "n/a" without a comparison."""
+    if not row or row.get("diff_mean") is None or row.get("p_holm") is None:
+        return "n/a"
+    if row["p_holm"] >= alpha:
+        return "not significant"
+    return "holds" if (row["diff_mean"] > 0) == (paper_sign > 0) else "reversed"
+
+
+def noise_paired(results: Sequence[Mapping[str, Any]], reference: str, algorithm: str,
+                 noise: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+    """Paired statistics of ``algorithm - reference`` at every noise level, and of the change of that
+    gap from the clean level (the first) to the strongest (the last).
+
+    Uses the cells' ``robustness_per_case`` (per-case values under noise, seeds averaged per case).
+    Where no cell kept per-case values (e.g. classification accuracy), the unit is the cell instead:
+    the two algorithms' cells of the same fold and seed are paired (``"unit": "cells"``).
+
+    Returns:
+        ``{"unit": "cases" | "cells", "levels": [{"noise", "level", "n_cases", "diff_mean", "diff_ci_low",
+        "diff_ci_high", "p_wilcoxon"}],
+        "growth": {noise: {"n_cases", "diff_mean", "diff_ci_low", "diff_ci_high", "p_wilcoxon"}}}`` (growth: the
+        strongest level's gap minus the clean gap, per case; > 0: the gap grows with the noise). p values are
+        not adjusted across levels.
+    """
+    from .stats import case_means, case_rows, mean_ci, wilcoxon_p
+
+    mine = [r for r in results if r.get("algorithm") in (reference, algorithm) and r.get("status") == "ok"]
+    by_case = any(v for r in mine for levels in (r.get("robustness_per_case") or {}).values()
+                  for v in (levels or {}).values())
+
+    def gaps(kind: str, level: float) -> dict:
+        if by_case:
+            at = [{**r, "test_per_case": ((r.get("robustness_per_case") or {}).get(kind) or {}).get(str(float(level)))}
+                  for r in mine]
+        else:  # one value per cell; the case id names the seed, so only cells of the same fold and seed pair up
+            at = [{**r, "test_per_case": [((r.get("robustness") or {}).get(kind) or {}).get(str(float(level)))],
+                   "test_case_ids": [f"seed{r.get('seed')}"]} for r in mine]
+            at = [r for r in at if r["test_per_case"][0] is not None]
+        m = case_means(case_rows(at))
+        a, ref = m.get(algorithm, {}), m.get(reference, {})
+        return {k: a[k] - ref[k] for k in a if k in ref}
+
+    def summary(d: Mapping) -> dict[str, Any]:
+        keys = list(d)
+        if not keys:
+            return {"n_cases": 0, "diff_mean": None, "diff_ci_low": None, "diff_ci_high": None, "p_wilcoxon": None}
+        vals = [d[k] for k in keys]
+        mean, lo, hi = mean_ci(vals, [k[0] for k in keys])
+        p = wilcoxon_p(vals)
+        return {"n_cases": len(keys), "diff_mean": mean, "diff_ci_low": lo, "diff_ci_high": hi,
+                "p_wilcoxon": None if p != p else p}
+
+    out: dict[str, Any] = {"unit": "cases" if by_case else "cells", "levels": [], "growth": {}}
+    for kind, levels in noise.items():
+        per = [gaps(kind, lv) for lv in levels]
+        for lv, d in zip(levels, per):
+            out["levels"].append({"noise": kind, "level": lv, **summary(d)})
+        if len(per) > 1:
+            first, last = per[0], per[-1]
+            out["growth"][kind] = summary({k: last[k] - first[k] for k in last if k in first})
+    return out
