@@ -237,8 +237,10 @@ def noise_paired(results: Sequence[Mapping[str, Any]], reference: str, algorithm
         ``{"unit": "cases" | "cells", "levels": [{"noise", "level", "n_cases", "diff_mean", "diff_ci_low",
         "diff_ci_high", "p_wilcoxon"}],
         "growth": {noise: {"n_cases", "diff_mean", "diff_ci_low", "diff_ci_high", "p_wilcoxon"}}}`` (growth: the
-        strongest level's gap minus the clean gap, per case; > 0: the gap grows with the noise). p values are
-        not adjusted across levels.
+        strongest level's gap minus the clean gap, per case; > 0: the gap grows with the noise),
+        "growth_mean": {noise: ...} (the same with the mean gap over all noisy levels, which also counts
+        levels where both algorithms have failed less than at the strongest)}``. p values are not adjusted
+        across levels.
     """
     from .stats import case_means, case_rows, mean_ci, wilcoxon_p
 
@@ -268,7 +270,7 @@ def noise_paired(results: Sequence[Mapping[str, Any]], reference: str, algorithm
         return {"n_cases": len(keys), "diff_mean": mean, "diff_ci_low": lo, "diff_ci_high": hi,
                 "p_wilcoxon": None if p != p else p}
 
-    out: dict[str, Any] = {"unit": "cases" if by_case else "cells", "levels": [], "growth": {}}
+    out: dict[str, Any] = {"unit": "cases" if by_case else "cells", "levels": [], "growth": {}, "growth_mean": {}}
     for kind, levels in noise.items():
         per = [gaps(kind, lv) for lv in levels]
         for lv, d in zip(levels, per):
@@ -276,4 +278,7 @@ def noise_paired(results: Sequence[Mapping[str, Any]], reference: str, algorithm
         if len(per) > 1:
             first, last = per[0], per[-1]
             out["growth"][kind] = summary({k: last[k] - first[k] for k in last if k in first})
+            common = [k for k in first if all(k in d for d in per[1:])]
+            out["growth_mean"][kind] = summary({k: sum(d[k] for d in per[1:]) / (len(per) - 1) - first[k]
+                                                for k in common})
     return out

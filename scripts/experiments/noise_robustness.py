@@ -45,23 +45,28 @@ def _paired(r: dict | None) -> str:
 def paragraph(stats: dict, n_seeds: int, n_folds: int) -> str:
     """The report's finding: the paired Hyper-UNet - UNet gap per noise type, clean vs strongest level,
     and whether its growth (the paper's claim) is significant at p < 0.05."""
-    if not stats["growth"]:
+    if not stats["growth_mean"]:
         return "The cells failed or recorded no per-case values; see the leaderboard."
     parts, grows, shrinks = [], [], []
     levels = {(r["noise"], r["level"]): r for r in stats["levels"]}
-    for kind, g in stats["growth"].items():
+    for kind, g in stats["growth_mean"].items():
         ks = [lv for (n, lv) in levels if n == kind]
         clean, strong = levels[(kind, ks[0])], levels[(kind, ks[-1])]
-        parts.append(f"{kind}: {_paired(clean)} clean, {_paired(strong)} at level {ks[-1]}; change of the gap "
-                     f"{_paired(g)}")
+        parts.append(f"{kind}: {_paired(clean)} clean, {_paired(strong)} at level {ks[-1]}; mean gap over the "
+                     f"noisy levels minus the clean gap {_paired(g)}")
         if g["diff_mean"] is not None and g["p_wilcoxon"] is not None and g["p_wilcoxon"] < 0.05:
             (grows if g["diff_mean"] > 0 else shrinks).append(kind)
-    n = next(iter(stats["growth"].values()))["n_cases"]
-    verdict = ("The gap grows significantly (p < 0.05) for " + ", ".join(grows) + ", as in the paper" if grows else
+    n = next(iter(stats["growth_mean"].values()))["n_cases"]
+    verdict = ("Averaged over the noisy levels, the gap grows significantly (p < 0.05) for " + ", ".join(grows) + ", as in the paper" if grows else
                "The gap does not grow significantly (p < 0.05) for any noise type, so the paper's finding is not "
                "reproduced at this scale")
     if shrinks:
         verdict += "; it shrinks significantly for " + ", ".join(shrinks) + ", against the paper's direction"
+    strong_only = [k for k, g in stats["growth"].items()
+                   if g["diff_mean"] is not None and g["p_wilcoxon"] is not None and g["p_wilcoxon"] < 0.05 and g["diff_mean"] > 0]
+    verdict += (". Comparing the strongest level alone with clean (`noise_robustness_gap_change.csv`), the growth is significant for "
+                + (", ".join(strong_only) if strong_only else "no noise type")
+                + " (at the strongest levels both networks can fail, which hides the gap)")
     return ("Ma et al. (journal extension, Fig 6) report that the Hyper-UNet's advantage over the UNet grows with the "
             "noise level for salt-and-pepper, Gaussian and speckle noise, both trained on clean images. Here the "
             f"Hyper-UNet minus UNet test Dice is paired over the {n} test cases ({n_folds} fold(s); each case's value "
@@ -85,6 +90,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                   if k not in ("noise", "level")} if r["algorithm"] == hyper else {})
     out = Path(args.out)
     csv_path = write_csv(rows, out / "noise_robustness.csv")
+    write_csv([{"noise": n, "statistic": label, **g} for key, label in (("growth", "strongest minus clean"),
+                                                                        ("growth_mean", "mean over noisy levels minus clean"))
+               for n, g in stats[key].items()], out / "noise_robustness_gap_change.csv")
     lines = ["| noise | level | " + " | ".join(f"{m} test Dice (mean ± std over cells)" for m in ALGORITHMS)
              + " | hyper - plain, paired over cases [95 % CI], Wilcoxon p |", "|---|---|" + "---|" * (len(ALGORITHMS) + 1)]
     for noise, levels in NOISE.items():
