@@ -121,6 +121,11 @@ def update(experiments_dir: Path, out: Path, stale: dict, skipped: Optional[list
         r = read_report(p)
         new[r["title"]] = "\n".join(_section(r, out.parent / "figures", out, skipped)).rstrip() + "\n"
     text = replace_sections(out.read_text(encoding="utf-8"), new, stale)
+    for p in summaries:  # the index row of each regenerated section (its papers and scale may have changed)
+        r = read_report(p)
+        head = f"| [{r['title']}](#{_anchor(r['title'])}) |"
+        row = f"{head} {r['papers']} | {r['scale'].split(';')[0]} |"
+        text = "\n".join(row if line.startswith(head) else line for line in text.split("\n"))
     atomic_write(out, lambda p: Path(p).write_text(text, encoding="utf-8"))
     return text
 

@@ -90,3 +90,30 @@ def test_replace_sections_keeps_others_and_marks_stale():
         replace_sections(doc, {}, stale={"zz": "x"})
     with pytest.raises(ValueError, match="stale 'b'"):  # the regenerated section cannot be stale
         replace_sections(doc, {"B": "## B\n\nnew b\n"}, stale={"b": "x"})
+
+
+def test_update_refreshes_the_index_row_and_keeps_figures_of_one_name_apart(tmp_path):
+    mod = _load()
+    exp = tmp_path / "experiments"
+    _experiment(exp, "digits_robustness", 0.5)
+    _experiment(exp, "paper_tables", 0.7)
+    doc = tmp_path / "docs" / "results.md"
+    mod.build(exp, doc)
+    # paper_tables re-run: other papers' citation, two figures named alike (one per data set)
+    only = tmp_path / "rerun"
+    _experiment(only, "paper_tables", 0.9)
+    rep = json.loads((only / "paper_tables" / "summary.json").read_text())["report"]
+    for ds, v in (("liver", 0.1), ("ms", 0.2)):
+        d = only / "paper_tables" / ds / "comparison"
+        d.mkdir(parents=True)
+        (d / "x.png").write_bytes((only / "paper_tables" / "curve.png").read_bytes() + bytes([int(v * 10)]))
+    rep.update(papers="Ma et al. 2022, Table 1", figures=[f"{ds}/comparison/x.png" for ds in ("liver", "ms")])
+    (only / "paper_tables" / "summary.json").write_text(json.dumps({"report": rep}))
+    text = mod.update(only, doc, {})
+    row = next(line for line in text.splitlines() if line.startswith("| [Title of paper_tables]"))
+    assert "| Ma et al. 2022, Table 1 |" in row and "We measure 0.9 for paper_tables." in text
+    other = next(line for line in text.splitlines() if line.startswith("| [Title of digits_robustness]"))
+    assert "| paper 001 Fig 6 |" in other  # untouched
+    figs = tmp_path / "docs" / "figures" / "paper_tables"
+    assert (figs / "liver_x.png").read_bytes() != (figs / "ms_x.png").read_bytes()
+    assert "(figures/paper_tables/liver_x.png)" in text and "(figures/paper_tables/ms_x.png)" in text
