@@ -153,3 +153,31 @@ def test_liver_inference_keeps_geometry_for_every_input(inputs, tmp_path):
         assert pred.is_file(), sorted(out.iterdir())
         _assert_same_geometry(pred, src)
         assert set(np.unique(np.asanyarray(nib.load(pred).dataobj)).tolist()) <= {0, 1}
+
+
+@pytest.mark.parametrize("name", ["dicom_one_slice", "nifti_one_slice"])
+def test_2d_bundle_path_takes_one_slice_and_writes_its_geometry(inputs, tmp_path, name):
+    """The 2-D bundles' path (tri-map, reconstruction): DropSliceAxisd makes a one-slice volume 2-D for the
+    network, SaveInInputGeometryd writes the 2-D prediction back as the input's one-slice volume."""
+    from monai.transforms import EnsureChannelFirstd, LoadImaged
+
+    from monai_hyperconv.transforms import DropSliceAxisd, SaveInInputGeometryd
+
+    d = EnsureChannelFirstd("image")(LoadImaged("image", image_only=True)({"image": str(inputs[name])}))
+    d = DropSliceAxisd("image")(d)
+    assert d["image"].shape == (1, 128, 128)
+    d["pred"] = (d["image"] > 50).to(torch.uint8)
+    pred = Path(SaveInInputGeometryd("pred", tmp_path, postfix="seg")(d)["pred_path"])
+    _assert_same_geometry(pred, inputs[name])
+    ref = itk.array_from_image(_itk3(inputs[name]))
+    np.testing.assert_array_equal(itk.array_from_image(_itk3(pred)), (ref > 50).astype(np.float32))
+
+
+def test_2d_bundle_path_rejects_a_stack(inputs):
+    from monai.transforms import EnsureChannelFirstd, LoadImaged
+
+    from monai_hyperconv.transforms import DropSliceAxisd
+
+    d = EnsureChannelFirstd("image")(LoadImaged("image", image_only=True)({"image": str(inputs["dicom_lps"])}))
+    with pytest.raises(ValueError, match="volume of 3 slices"):
+        DropSliceAxisd("image")(d)

@@ -217,7 +217,7 @@ def _mismatch_message(ckpt_file: Any, saved_info: Mapping[str, Any] | None, curr
     diffs = diff_network_defs(saved, current or {})
     lines = [f"  {k}: checkpoint {_fmt(s)}, config {_fmt(c)}" for k, (s, c) in diffs.items()]
     fixes = [f"--{config_id}#{k} {_fmt(s) if not isinstance(s, (list, dict)) else repr(json.dumps(s))}"
-             for k, (s, c) in diffs.items() if not k.startswith("_") and s is not None]
+             for k, (s, c) in diffs.items() if not k.startswith("_") and s is not None and k not in EVAL_NEUTRAL_KEYS]
     msg = head + (f"It was trained with network_def {json.dumps(saved)}\nand this run configures "
                   f"{json.dumps(current) if current else '(a network without a recorded definition)'}.\n")
     if lines:

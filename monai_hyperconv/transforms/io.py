@@ -13,7 +13,7 @@ from monai.transforms import MapTransform
 
 from ..utils import atomic_write
 
-__all__ = ["SaveLikeInputd", "SaveInInputGeometryd", "AddSliceAxisd"]
+__all__ = ["SaveLikeInputd", "SaveInInputGeometryd", "AddSliceAxisd", "DropSliceAxisd"]
 
 
 class SaveLikeInputd(MapTransform):
@@ -126,7 +126,8 @@ class SaveInInputGeometryd(MapTransform):
 
     The input (``source_key``'s ``filename_or_obj``: a NIfTI/NRRD/MHA file or a DICOM series
     folder) is read by ITK as a 3-D image (header only), and the prediction is written with its
-    size, spacing, origin and direction (``itk.imwrite``), so a one-slice input (a DICOM series of
+    size, spacing, origin and direction (``itk.imwrite``); a NIfTI input's own header (affine,
+    q/sform codes) is copied instead (nibabel), which ITK reads back as the input's geometry. So a one-slice input (a DICOM series of
     one file, a 128x128x1 NIfTI) gives a one-slice prediction at the slice's position rather than
     a 2-D image, and oblique or LPS-oriented inputs keep their direction. The prediction must be
     on the input's voxel grid (``Invertd`` after the preprocessing); a prediction without the
@@ -154,8 +155,6 @@ class SaveInInputGeometryd(MapTransform):
         self.output_ext = output_ext if output_ext.startswith(".") else "." + output_ext
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict:
-        import itk
-
         d = dict(data)
         meta = getattr(d.get(self.source_key), "meta", None) or {}
         src = meta.get("filename_or_obj")
@@ -164,8 +163,15 @@ class SaveInInputGeometryd(MapTransform):
         if not src:
             raise ValueError(f"cannot tell the input file of {self.source_key!r}: no 'filename_or_obj' in its metadata.")
         src = str(src)
-        ref = _itk_reference(src)
-        size = tuple(int(s) for s in ref.GetLargestPossibleRegion().GetSize())
+        nifti = src.lower().endswith((".nii", ".nii.gz")) and os.path.isfile(src)
+        if nifti:  # the input's own header (ITK reads the output's geometry exactly as the input's)
+            import nibabel as nib
+
+            ref = nib.load(src)
+            size = tuple(int(s) for s in ref.shape[:3])
+        else:
+            ref = _itk_reference(src)
+            size = tuple(int(s) for s in ref.GetLargestPossibleRegion().GetSize())
         for key in self.key_iterator(d):
             arr = torch.as_tensor(d[key]).detach().cpu().numpy()
             if arr.ndim >= 2 and arr.shape[0] == 1:
@@ -174,18 +180,31 @@ class SaveInInputGeometryd(MapTransform):
                 raise ValueError(f"{key!r} has {arr.shape[0]} channels; {type(self).__name__} writes one.")
             if arr.shape != size:
                 if [s for s in arr.shape if s != 1] != [s for s in size if s != 1]:
-                    raise ValueError(f"{key!r} of shape {arr.shape} is not on the grid of its input {src} (ITK size "
+                    raise ValueError(f"{key!r} of shape {arr.shape} is not on the grid of its input {src} (size "
                                      f"{size}): invert the preprocessing (Invertd) before saving.")
                 arr = arr.reshape(size)
-            img = itk.image_from_array(np.ascontiguousarray(np.transpose(arr.astype(self.dtype))))
-            img.SetSpacing(ref.GetSpacing())
-            img.SetOrigin(ref.GetOrigin())
-            img.SetDirection(ref.GetDirection())
             out = self.output_dir / f"{SaveLikeInputd._stem(src)}_{self.postfix}{self.output_ext}"
+            d[f"{key}_path"] = str(out)
+            if nifti and out.name.endswith((".nii", ".nii.gz")):
+                header = ref.header.copy()
+                header.set_intent("none")
+                img = nib.Nifti1Image(arr.astype(self.dtype), ref.affine, header)
+                img.set_data_dtype(self.dtype)
+                img.header.set_slope_inter(1.0, 0.0)
+                payload = _gz(img) if out.name.endswith(".gz") else img.to_bytes()
+                atomic_write(out, lambda p, b=payload: Path(p).write_bytes(b))
+                continue
+            import itk
+
+            iref = _itk_reference(src) if nifti else ref
+            arr = arr.reshape(tuple(int(s) for s in iref.GetLargestPossibleRegion().GetSize()))
+            img = itk.image_from_array(np.ascontiguousarray(np.transpose(arr.astype(self.dtype))))
+            img.SetSpacing(iref.GetSpacing())
+            img.SetOrigin(iref.GetOrigin())
+            img.SetDirection(iref.GetDirection())
             out.parent.mkdir(parents=True, exist_ok=True)
             suffix = "".join(Path(out).suffixes[-2:]) if out.name.endswith(".gz") else out.suffix
             _itk_atomic_write(img, out, suffix)
-            d[f"{key}_path"] = str(out)
         return d
 
 
@@ -230,4 +249,32 @@ class AddSliceAxisd(MapTransform):
                 d[key] = y
             else:
                 d[key] = x[..., None]
+        return d
+
+
+class DropSliceAxisd(MapTransform):
+    """Let a 2-D bundle take a one-slice volume: ``(C, H, W, 1)`` -> ``(C, H, W)`` (MONAI's ``SqueezeDim``,
+    which also reduces the affine); 2-D images pass unchanged.
+
+    A DICOM series of one file or a ``HxWx1`` NIfTI loads as a volume of one slice; write the
+    prediction with :class:`SaveInInputGeometryd`, which restores the slice axis and the slice's
+    3-D geometry from the input file.
+
+    Raises:
+        ValueError: for a volume of several slices (a 2-D network takes one slice), naming the key and shape.
+    """
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        from monai.transforms import SqueezeDim
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            x = d[key]
+            if x.ndim != 4:
+                continue
+            if x.shape[-1] != 1:
+                src = getattr(x, "meta", {}).get("filename_or_obj", "")
+                raise ValueError(f"{key!r} {src} is a volume of {x.shape[-1]} slices (shape {tuple(x.shape)}); this "
+                                 f"2-D bundle takes a 2-D image or one slice: give the slices one at a time.")
+            d[key] = SqueezeDim(dim=3)(x)
         return d
