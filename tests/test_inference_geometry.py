@@ -181,3 +181,31 @@ def test_2d_bundle_path_rejects_a_stack(inputs):
     d = EnsureChannelFirstd("image")(LoadImaged("image", image_only=True)({"image": str(inputs["dicom_lps"])}))
     with pytest.raises(ValueError, match="volume of 3 slices"):
         DropSliceAxisd("image")(d)
+
+
+def test_liver_inference_with_another_network_def(inputs, tmp_path):
+    """A 2-channel model with the plain inference.json (32 channels): the mismatch error names the keys and
+    the fix; with --use_saved_network_def true the saved network is built and inference runs."""
+    from monai_hyperconv.bundle import NetworkDefMismatchError
+    from monai_hyperconv.bundle.network_def import network_def_of, write_network_def
+    from monai_hyperconv.bundle.testing import find_in_chain
+    from monai_hyperconv.networks import create_network
+
+    torch.manual_seed(0)
+    net = create_network("hyper_unet", spatial_dims=2, in_channels=1, out_channels=1, channels=2, num_pools=3,
+                         kernel_size=5, conv=["hyper", {"n_l": 4}], dropout=0.1, norm="batch")
+    models = tmp_path / "models"
+    models.mkdir()
+    torch.save(net.state_dict(), models / "model.pt")
+    write_network_def(models / "model.pt", network_def_of(net))
+    common = dict(bundle_root=tmp_path, input_path=inputs["nifti_oblique"], output_dir=tmp_path / "pred", image_size=32,
+                  device="$torch.device('cpu')", amp=False)
+    with pytest.raises(Exception) as e:
+        run_config(BUNDLE, "inference.json", "infer", **common)
+    err = find_in_chain(e.value, NetworkDefMismatchError)
+    assert err is not None, repr(e.value)
+    assert "channels: checkpoint 2, config 32" in str(err) and "--network_def#channels 2" in str(err)
+    assert "--network_def#dropout" not in str(err)  # dropout does not change the eval-mode network
+    run_config(BUNDLE, "inference.json", "infer", use_saved_network_def=True, **common)
+    pred = tmp_path / "pred" / "nifti_oblique_seg.nii.gz"
+    _assert_same_geometry(pred, inputs["nifti_oblique"])
