@@ -237,7 +237,7 @@ torch.save(out, out_path)
 
 
 def run_exported_model(model_path: str | os.PathLike, *inputs: torch.Tensor, workdir: str | os.PathLike,
-                       timeout: float = 600) -> Any:
+                       timeout: float = 1800) -> Any:
     """Load and run an exported model (``.pt2``, ``.onnx`` or TorchScript ``.ts``) in a fresh Python process
     that cannot import ``monai_hyperconv`` (ONNX: onnxruntime when installed, else ONNX's reference
     evaluator); returns its output (a tensor or a tuple of tensors).
