@@ -131,7 +131,7 @@ def test_ddp_two_processes(data, tmp_path):
     p = run_cli(bundle_cli_args(BUNDLE, ["train.json", "multi_gpu_train.json"], dataset_dir=data, bundle_root=root,
                                 epochs=1, **FAST), torchrun_nproc=2)
     assert (p.stdout + p.stderr).count("SupervisedTrainer - INFO - Engine run finished") == 2
-    assert sorted(x.name for x in (root / "models").iterdir()) == ["checkpoint_last.pt", "model.pt"]
+    assert sorted(x.name for x in (root / "models").iterdir()) == ["checkpoint_last.pt", "model.json", "model.pt"]
 
 
 def test_same_seed_gives_bitwise_identical_weights(trained, data, tmp_path):

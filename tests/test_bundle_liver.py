@@ -269,7 +269,7 @@ def test_cli_train_then_ddp(data, tmp_path):
     out = p.stdout + p.stderr
     assert out.count("SupervisedTrainer - INFO - Engine run finished") == 2, out[-3000:]  # both ranks
     ckpts = sorted(p.name for p in (root / "models").iterdir())
-    assert ckpts == ["checkpoint_last.pt", "model.pt"]
+    assert ckpts == ["checkpoint_last.pt", "model.json", "model.pt"]  # model.json: the network_def
     ck = torch.load(root / "models" / "checkpoint_last.pt", weights_only=False)
     assert not any(k.startswith("module.") for k in ck["network"])  # saved un-wrapped: loads without DDP
 

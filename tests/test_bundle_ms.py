@@ -201,7 +201,7 @@ def test_verify_net_in_out_and_baked_export(trained, tmp_path):
     wf = load_workflow(BUNDLE, "inference.json", None, bundle_root=root, crop_size=list(SHAPE))
     wf.initialize()
     wf.parser.get_parsed_content("export")
-    ts = root / "models/model_baked.ts"
+    ts = root / "models/model_baked.pt2"
     assert ts.is_file()
     x = torch.randn(1, 4, max(SHAPE), max(SHAPE))
     net = wf.parser.get_parsed_content("network_def")

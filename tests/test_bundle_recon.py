@@ -110,7 +110,7 @@ def test_verify_net_in_out_and_baked_export(trained, tmp_path):
     wf = load_workflow(BUNDLE, "inference.json", None, bundle_root=root, image_size=SIZE)
     wf.initialize()
     wf.parser.get_parsed_content("export")
-    ts = root / "models/model_baked.ts"
+    ts = root / "models/model_baked.pt2"
     assert ts.is_file()
     x = torch.rand(1, 1, SIZE, SIZE)
     net = wf.parser.get_parsed_content("network_def")

@@ -110,7 +110,7 @@ def test_inference_geometry_and_export(trained):
                        phi=0.3, **NET)
     wf.initialize()
     wf.run()
-    ts = broot / "models" / "model.ts"
+    ts = broot / "models" / "model.pt2"
     mov, fix = torch.rand(1, 1, 32, 40), torch.rand(1, 1, 32, 40)
     with torch.no_grad():
         ref_moved, ref_ddf = wf.parser.get_parsed_content("trained_network").eval()(mov, fix, phi=0.3)

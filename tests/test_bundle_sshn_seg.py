@@ -127,7 +127,7 @@ def test_export_runs_without_package(trained):
                        bundle_root=broot, phi=0.3, image_size=[32, 40], channels=4, num_pools=2)
     wf.initialize()
     wf.run()
-    ts = broot / "models" / "model.ts"
+    ts = broot / "models" / "model.pt2"
     assert ts.is_file()
     sshn = wf.parser.get_parsed_content("trained_network").eval()
     x = torch.rand(1, 1, 32, 40)

@@ -36,7 +36,10 @@ saver) keeps an exponential moving average of the weights that validation and ``
 Every file is written via a temporary file + ``os.replace`` on rank 0 only (never a network with
 NaN/inf weights; the last checkpoint also holds all random states for a bit-identical resume); ``models/model.pt``
 is a plain ``state_dict`` (model-zoo layout), ``models/checkpoint_last.pt`` the full state.
-``--resume true`` continues from ``checkpoint_last.pt`` up to ``--epochs``.
+``--resume true`` continues from ``checkpoint_last.pt`` up to ``--epochs``. Both say which network they
+hold: ``models/model.json`` (sidecar) and the ``"network_def"`` entry of ``checkpoint_last.pt``; inference,
+evaluation and export build their network with ``resolve_network`` (a clear ``NetworkDefMismatchError``
+naming the differing keys and the fixing override, or ``--use_saved_network_def true``).
 
 Export: ``export_baked(network, ckpt_file, filepath, input_shape)`` bakes generated-kernel convs to
 plain convs and saves TorchScript (``.ts``) or ``torch.export`` (``.pt2``) that loads without
@@ -74,6 +77,14 @@ from .distributed import (
     is_main_process,
 )
 from .export import bake_checkpoint, export_baked, load_weights
+from .network_def import (
+    NetworkDefMismatchError,
+    build_network,
+    check_network_def,
+    network_def_of,
+    resolve_network,
+    saved_network_def,
+)
 from .guards import NonFiniteError, NonFiniteGuard, assert_finite
 from .preflight import (
     ConfigOverrideError,
@@ -125,6 +136,8 @@ __all__ = [
     "preflight", "check_command_line", "check_overrides", "check_settings", "guard_outputs", "remove_stale_temp_files",
     "ConfigOverrideError", "OutputExistsError",
     "export_baked", "bake_checkpoint", "load_weights",
+    "NetworkDefMismatchError", "network_def_of", "saved_network_def", "check_network_def", "build_network",
+    "resolve_network",
     "write_csv", "write_json", "write_markdown", "markdown_table", "plot_curves", "atomic_write_text", "atomic_write_bytes",
     "TrainingCurves", "EvaluationReport", "describe_network", "noise_robustness", "corrupt", "NOISE_TYPES",
     "init_distributed", "cleanup_distributed", "dist_backend", "dist_device", "ddp", "is_main_process", "get_rank",

@@ -10,7 +10,9 @@
   uninterrupted one.
 * :class:`BestModelSaver` (attach to the validation evaluator): writes the network's
   ``state_dict`` to ``save_dir/model.pt`` (the model-zoo file) atomically whenever the key
-  metric improves; its state (best value and epoch) is part of the last checkpoint.
+  metric improves; its state (best value and epoch) is part of the last checkpoint. The
+  network's definition (``network_def``) is saved next to it as ``save_dir/model.json`` and in the
+  last checkpoint (``"network_def"``), so inference can tell which network the weights belong to.
 
 Both only write on rank 0 and save the un-wrapped network of a DDP model, so single- and
 multi-process checkpoints are interchangeable; neither ever writes a network with NaN/inf
@@ -34,6 +36,7 @@ import torch
 from ..utils import as_bool, atomic_write
 from .distributed import is_main_process
 from .guards import assert_finite
+from .network_def import NETWORK_DEF_KEY, check_network_def, network_def_of, write_network_def
 
 __all__ = ["atomic_save", "unwrap", "CheckpointManager", "BestModelSaver", "RNG_KEY", "random_states",
            "set_random_states", "random_transforms"]
@@ -189,7 +192,19 @@ class CheckpointManager:
         if eng is not None and hasattr(eng, "state"):
             out["epoch"] = int(eng.state.epoch)
         out[RNG_KEY] = random_states(self._data_source())
+        net_def = self._network_def()
+        if net_def is not None:
+            out[NETWORK_DEF_KEY] = net_def
         return out
+
+    def _network_def(self) -> dict[str, Any] | None:
+        """The definition of the first network in ``save_dict`` that has one (see ``network_def_of``)."""
+        for obj in self.save_dict.values():
+            if isinstance(unwrap(obj), torch.nn.Module):
+                d = network_def_of(obj)
+                if d is not None:
+                    return d
+        return None
 
     def _data_source(self) -> Any:
         eng = self.save_dict.get(self.trainer_key) if self.trainer_key else None
@@ -231,6 +246,8 @@ class CheckpointManager:
                     tgt.state.max_epochs = prior_max  # the configured --epochs wins over the saved one
                 epoch = int(tgt.state.epoch)
             elif isinstance(tgt, torch.nn.Module):
+                if self.strict:
+                    check_network_def(tgt, path, ckpt=ckpt, key=k)
                 tgt.load_state_dict(ckpt[k], strict=self.strict)
             else:
                 tgt.load_state_dict(ckpt[k])
@@ -268,7 +285,8 @@ class BestModelSaver:
         metric_name: metric in ``engine.state.metrics``; default the evaluator's key metric.
         mode: "max" (Dice, accuracy) or "min" (a loss).
         filename: file name (``model.pt``: a plain ``state_dict``, loadable by MONAI's
-            ``CheckpointLoader(load_dict={"model": net})``).
+            ``CheckpointLoader(load_dict={"model": net})``); the network's definition goes to the
+            sidecar ``model.json`` (written first, atomically; see ``bundle.network_def``).
     """
 
     def __init__(self, save_dir: str | os.PathLike, network: torch.nn.Module, metric_name: str | None = None,
@@ -310,6 +328,9 @@ class BestModelSaver:
             if is_main_process():
                 state = _state(self.network)
                 assert_finite(state, f"the best model {self.path}")
+                net_def = network_def_of(self.network)
+                if net_def is not None:  # first, so model.pt never sits next to another network's definition
+                    write_network_def(self.path, net_def, best_epoch=self.best_epoch, best_metric={name: value})
                 atomic_save(state, self.path)
                 logger.info(f"epoch {self.best_epoch}: new best {name} = {value:.4f}, saved {self.path}")
         engine.state.best_metric, engine.state.best_metric_epoch = self.best_metric, self.best_epoch

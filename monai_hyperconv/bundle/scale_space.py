@@ -331,13 +331,14 @@ def materialized_network(network: nn.Module, phi: float, ckpt_file: str | os.Pat
 
 
 def export_materialized(network: nn.Module, phi: float, filepath: str | os.PathLike, input_shape: Sequence,
-                        ckpt_file: str | os.PathLike | None = None, method: str | None = None) -> str:
+                        ckpt_file: str | os.PathLike | None = None, method: str | None = None, **export_kwargs) -> str:
     """Export the materialised network for ``phi`` with :func:`monai_hyperconv.bundle.export_baked`
-    (TorchScript ``.ts`` or ``torch.export`` ``.pt2``; runs without ``monai_hyperconv``).
+    (``torch.export`` ``.pt2``, ONNX ``.onnx`` or TorchScript ``.ts``; runs without ``monai_hyperconv``;
+    ``export_kwargs`` such as ``opset``/``verify_onnx`` go to ``export_baked``).
 
     Traced for ``input_shape``: the resize sizes of ``R_phi`` are fixed by tracing, so the exported
     model takes inputs of that spatial size. For a registration network ``input_shape`` is
     ``[moving_shape, fixed_shape]`` and the exported model is ``f(moving, fixed) -> (moved, ddf)``.
     """
     mat = materialized_network(network, phi, ckpt_file, device="cpu")
-    return export_baked(mat, None, filepath, input_shape, method=method)
+    return export_baked(mat, None, filepath, input_shape, method=method, **export_kwargs)

@@ -43,8 +43,17 @@ def network_entry(name: str) -> Callable[..., nn.Module]:
 
 def create_network(name: str, **kwargs) -> nn.Module:
     """Build the network registered under ``name`` with keyword arguments, e.g.
-    ``create_network("hyper_unet", spatial_dims=2, in_channels=1, out_channels=1)``."""
-    return network_entry(name)(**kwargs)
+    ``create_network("hyper_unet", spatial_dims=2, in_channels=1, out_channels=1)``.
+
+    The returned module carries its definition as ``network_def`` (``{"_target_":
+    "monai_hyperconv.networks.create_network", "name": name, **kwargs}``), which the bundles save
+    next to the weights so a checkpoint says which network it holds."""
+    net = network_entry(name)(**kwargs)
+    try:
+        net.network_def = {"_target_": "monai_hyperconv.networks.create_network", "name": name, **kwargs}
+    except (AttributeError, TypeError):  # a constructor returning something that takes no attributes
+        pass
+    return net
 
 
 def list_networks(pattern: Optional[str] = None, with_descriptions: bool = False):

@@ -9,7 +9,7 @@ dictionary versions, ``Rand...`` randomizable forms, MetaTensor-preserving).
 * presets: the papers' pre-processing chains from MONAI's own transforms.
 """
 
-from .io import SaveLikeInputd
+from .io import AddSliceAxisd, DropSliceAxisd, SaveInInputGeometryd, SaveLikeInputd
 from .registration import SplitRegistrationOutputd
 from .fusion import FUSION_MODES, FuseLabels, FuseLabelsd, fuse_masks
 from .kspace import (
@@ -50,7 +50,7 @@ from .presets import (
 from .slicing import SlicesToVolume, VolumeToSlices, VolumeToSlicesd, orthogonal_slice_inference, slice_inference
 
 __all__ = [
-    "SaveLikeInputd", "SplitRegistrationOutputd",
+    "SaveLikeInputd", "SaveInInputGeometryd", "AddSliceAxisd", "DropSliceAxisd", "SplitRegistrationOutputd",
     # k-space
     "MASK_TYPES", "poisson_disc_mask", "cartesian_mask", "make_kspace_mask", "to_kspace", "from_kspace",
     "KspaceUndersample", "KspaceUndersampled", "RandKspaceUndersample", "RandKspaceUndersampled",
