@@ -77,7 +77,8 @@ def bench_layer(args, device: torch.device) -> None:
         torch.manual_seed(k)
         plain = torch.nn.Conv2d(c, c, k, padding="same").to(device)
         hyper = {m: HyperConv(2, c, c, kernel_size=k, padding="same", fft=m).to(device) for m in (False, True, "auto")}
-        hyper[True].load_state_dict(hyper[False].state_dict())
+        for m in (True, "auto"):
+            hyper[m].load_state_dict(hyper[False].state_dict())
         auto_path[k] = "fft" if hyper["auto"].use_fft(x) else "direct"
         baked = {m: bake(hyper[False], fft=m).eval() for m in (False, True)}
         with torch.no_grad():

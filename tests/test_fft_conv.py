@@ -120,7 +120,7 @@ def test_adaptive_and_even_kernel_fft_equals_direct():
     for d in (1, 2, 3):  # even kernels: 'same' puts the extra pixel on the right, as nn.ConvNd
         for kwargs in (dict(kernel_size=4, padding="same"), dict(kernel_size=(2, 4, 6)[:d], padding=1, dilation=2)):
             direct, fast = _pair(PlainGenerated, d, 2, 3, **kwargs)
-            _check_layers(direct, fast, torch.randn(2, 2, *(8,) * d))
+            _check_layers(direct, fast, torch.randn(2, 2, *(12,) * d))
 
 
 def test_auto_choice_and_fallbacks():
@@ -223,7 +223,8 @@ def test_baked_fft_module_exports_and_runs_without_package(tmp_path):
         assert err < 1e-4, err
         print("ok", err)
     """)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    # generous timeout: a few seconds on an idle machine, minutes on a saturated one (importing torch)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     assert res.returncode == 0 and res.stdout.startswith("ok"), res.stderr[-2000:]
 
 
