@@ -54,7 +54,8 @@ class AdaptiveConv(GeneratedConv):
 
     Args:
         spatial_dims, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-            padding_mode, transposed, output_padding: as :class:`GeneratedConv` / ``nn.ConvNd``.
+            padding_mode, transposed, output_padding, fft: as :class:`GeneratedConv` / ``nn.ConvNd``
+            (``fft``: ``"auto"``, ``True`` or ``False``, the FFT path for large kernels).
         sigma_init: (first, last) of the linearly spaced initial sigmas (default (0.1, 0.5)).
         normalize: normalise the envelope to RMS 1 per filter (default True).
     """
@@ -75,10 +76,11 @@ class AdaptiveConv(GeneratedConv):
         output_padding: Union[int, Sequence[int]] = 0,
         sigma_init: Tuple[float, float] = (0.1, 0.5),
         normalize: bool = True,
+        fft: Union[str, bool] = "auto",
     ) -> None:
         super().__init__(
             spatial_dims, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-            padding_mode, transposed, output_padding, odd_kernel=True,
+            padding_mode, transposed, output_padding, odd_kernel=True, fft=fft,
         )
         try:
             lo, hi = (float(v) for v in sigma_init)

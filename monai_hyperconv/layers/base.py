@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..utils import check_positive_int, check_spatial_dims
+from .fft import FFT_MIN_TAPS, FFTConvNd, check_fft_arg, fft_applicable, fft_conv, fft_is_faster, spectrum_cache
 
 __all__ = ["GeneratedConv", "ConvNdSignature", "dim_variant", "ensure_tuple_dims", "conv_class", "conv_transpose_class"]
 
@@ -76,6 +77,11 @@ class GeneratedConv(nn.Module):
         transposed: behave as a transposed convolution.
         odd_kernel: require an odd kernel size in every dimension (generators defined on a grid
             centred at the origin need it).
+        fft: how stride-1, non-transposed calls are computed: ``"auto"`` (default) picks the FFT
+            path (:func:`~monai_hyperconv.layers.fft.fft_conv`) per call when the cost model
+            :func:`~monai_hyperconv.layers.fft.fft_is_faster` says it is cheaper (large kernels),
+            ``True`` always uses it, ``False`` never does. Strided and transposed calls always use
+            the direct path. Both paths agree to float rounding (~1e-6 relative in float32).
     """
 
     def __init__(
@@ -93,8 +99,10 @@ class GeneratedConv(nn.Module):
         transposed: bool = False,
         output_padding: Union[int, Sequence[int]] = 0,
         odd_kernel: bool = True,
+        fft: Union[str, bool] = "auto",
     ) -> None:
         super().__init__()
+        self.fft = check_fft_arg(fft)
         d = check_spatial_dims(spatial_dims)
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
             check_positive_int(v, name)
@@ -151,6 +159,7 @@ class GeneratedConv(nn.Module):
             self.register_parameter("bias", None)
         self._cache_key: Optional[tuple] = None
         self._cache: Optional[Tuple[torch.Tensor, Optional[torch.Tensor]]] = None
+        self._spec_cache: Optional[tuple] = None
 
     # ------------------------------------------------------------------ generator interface
     @property
@@ -243,6 +252,7 @@ class GeneratedConv(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         self._cache = None
+        self._spec_cache = None
         return super()._apply(fn, *args, **kwargs)
 
     # ------------------------------------------------------------------ forward
@@ -265,10 +275,29 @@ class GeneratedConv(nn.Module):
             return _CONVT_FN[self.spatial_dims](
                 x, w, b, self.stride, self.padding, out_pad, self.groups, self.dilation
             )
+        if self.use_fft(x):
+            spec = None
+            if not (torch.is_grad_enabled() or _compiling() or torch.jit.is_scripting()
+                    or torch.is_autocast_enabled(x.device.type)):
+                # inference: the kernel is cached (weight_and_bias), so cache its spectrum too
+                spec = spectrum_cache(self, w, x, self._reversed_padding_repeated_twice, self.dilation,
+                                      self.padding_mode, self._version_key(), self.groups)
+            return fft_conv(x, w, b, self._reversed_padding_repeated_twice, self.dilation, self.groups,
+                            self.padding_mode, weight_spectrum=spec)
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             return _CONV_FN[self.spatial_dims](x, w, b, self.stride, 0, self.dilation, self.groups)
         return _CONV_FN[self.spatial_dims](x, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+    def use_fft(self, x: torch.Tensor) -> bool:
+        """Whether a call on ``x`` takes the FFT path (see the ``fft`` argument)."""
+        fft = getattr(self, "fft", "auto")  # modules pickled before the option existed
+        if fft is False or not fft_applicable(self.transposed, self.stride):
+            return False
+        if fft is True:
+            return True
+        return fft_is_faster(x.shape, self.out_channels, self.kernel_size, self.dilation,
+                             self._reversed_padding_repeated_twice, self.groups, self.padding_mode, x.device.type)
 
     def _output_padding_for(self, x: torch.Tensor, output_size: Sequence[int]) -> Tuple[int, ...]:
         size = list(output_size)[-self.spatial_dims :]
@@ -288,13 +317,32 @@ class GeneratedConv(nn.Module):
 
     # ------------------------------------------------------------------ baking
     @torch.no_grad()
-    def to_conv(self) -> nn.Module:
-        """A plain ``nn.ConvNd`` (or ``nn.ConvTransposeNd``) whose output equals this layer's.
+    def to_conv(self, fft: Union[str, bool] = False) -> nn.Module:
+        """A plain ``nn.ConvNd`` (or ``nn.ConvTransposeNd``, or ``FFTConvNd``) whose output equals this layer's.
 
         The generated kernel is computed once and stored as an ordinary parameter; the result
         depends on torch only.
+
+        Args:
+            fft: ``False`` (default): always an ``nn.ConvNd``/``nn.ConvTransposeNd``. ``"auto"``:
+                a stride-1, non-transposed layer whose own ``fft`` is not ``False`` and whose kernel
+                is large enough for the FFT to be considered (:data:`~monai_hyperconv.layers.fft.FFT_MIN_TAPS`)
+                becomes an :class:`~monai_hyperconv.layers.fft.FFTConvNd` choosing its path per
+                call; ``True``: every stride-1, non-transposed layer becomes an ``FFTConvNd`` that
+                always uses the FFT.
+
+        Returns:
+            The baked module (in this layer's train/eval mode).
         """
+        fft = check_fft_arg(fft)
         w, b = self.generate_weight(), self.generate_bias()
+        if fft is not False and fft_applicable(self.transposed, self.stride):
+            if fft is True or (getattr(self, "fft", "auto") is not False
+                               and math.prod(self.kernel_size) >= FFT_MIN_TAPS[self.spatial_dims]):
+                conv = FFTConvNd(w.detach(), None if b is None else b.detach(), self.padding, self.dilation,
+                                 self.groups, self.padding_mode, fft=fft)
+                conv.train(self.training)
+                return conv
         common = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
                       bias=b is not None)
         if self.transposed:
@@ -326,6 +374,8 @@ class GeneratedConv(nn.Module):
             s += ", transposed=True"
         if self.padding_mode != "zeros":
             s += f", padding_mode={self.padding_mode}"
+        if getattr(self, "fft", "auto") != "auto":
+            s += f", fft={self.fft}"
         return s
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from .base import GeneratedConv, ensure_tuple_dims
 from .factories import ConvSpec, get_conv_type
+from .fft import check_fft_arg
 
 __all__ = ["bake", "convert", "count_generated"]
 
@@ -45,25 +46,42 @@ def count_generated(model: nn.Module) -> int:
     return sum(isinstance(m, GeneratedConv) for m in model.modules())
 
 
-def bake(model: nn.Module, inplace: bool = False) -> nn.Module:
-    """Reduce every generated-kernel conv in ``model`` to a plain ``nn.ConvNd`` with the generated weights.
+def bake(model: nn.Module, inplace: bool = False, fft: Union[str, bool] = False) -> nn.Module:
+    """Reduce every generated-kernel conv in ``model`` to a plain conv holding the generated weights.
 
-    The baked model computes the same outputs (float32 max abs difference < 1e-5), costs the
-    same as an ordinary network at inference, keeps the train/eval mode of every layer, and
-    depends only on torch (plus whatever else the original used): it can be scripted,
-    ``torch.export``-ed or ONNX-exported and loaded where this package is not installed.
+    The baked model computes the same outputs (float32 max abs difference < 1e-5), keeps the
+    train/eval mode of every layer, and depends only on torch (plus whatever else the original
+    used).
+
+    ``fft`` chooses what a large kernel becomes (the trade-off is speed against portability):
+
+    * ``False`` (default, the behaviour before the option existed): every layer becomes an
+      ``nn.ConvNd``/``nn.ConvTransposeNd``. Most portable: scripts, ``torch.export``-s, ONNX-exports,
+      fuses and quantises like any network; but a large kernel then costs its direct
+      convolution's ``prod(k)`` per pixel again (a 17x17 layer is ~30x a 3x3).
+    * ``"auto"``: stride-1, non-transposed layers whose kernel has at least
+      :data:`~monai_hyperconv.layers.fft.FFT_MIN_TAPS` taps (and whose own ``fft`` is not
+      ``False``) become :class:`~monai_hyperconv.layers.fft.FFTConvNd`, which picks the FFT or the
+      direct path per call from the input shape (the same cost model as the generated layer), so
+      the baked model keeps the generated one's speed. ``FFTConvNd`` is built from torch ops
+      only: ``torch.export.export`` traces it (the branch is fixed at the traced shape) and the
+      exported program loads without this package. It does not ONNX-export (complex tensors) and
+      is not a ``nn.ConvNd`` for tools that look for one (fusion, quantisation).
+    * ``True``: every stride-1, non-transposed layer becomes an ``FFTConvNd`` that always uses the FFT.
 
     Args:
         model: any module (a :class:`GeneratedConv` itself, too).
         inplace: modify ``model`` instead of a deep copy.
+        fft: ``False``, ``"auto"`` or ``True`` (above).
 
     Returns:
         The baked model.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"bake expects an nn.Module, got {type(model).__name__}.")
+    fft = check_fft_arg(fft)
     target = model if inplace else copy.deepcopy(model)
-    return _replace_children(target, lambda _n, m: m.to_conv() if isinstance(m, GeneratedConv) else None)
+    return _replace_children(target, lambda _n, m: m.to_conv(fft=fft) if isinstance(m, GeneratedConv) else None)
 
 
 def _padded_target(weight: torch.Tensor, new_ks: Tuple[int, ...]) -> torch.Tensor:

@@ -60,7 +60,8 @@ class HyperConv(GeneratedConv):
     Args:
         spatial_dims: 1, 2 or 3.
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-            padding_mode, transposed, output_padding: as :class:`GeneratedConv` / ``nn.ConvNd``.
+            padding_mode, transposed, output_padding, fft: as :class:`GeneratedConv` / ``nn.ConvNd``
+            (``fft``: ``"auto"``, ``True`` or ``False``, the FFT path for large kernels).
             ``kernel_size`` must be odd in every dimension.
         n_l: width ``N_L`` of the hyper-network's last hidden layer (default 4, the papers' headline).
         hidden: widths of the hidden layers before it (default (16, 16), as the official code).
@@ -89,10 +90,11 @@ class HyperConv(GeneratedConv):
         negative_slope: float = 0.1,
         init_gain: float = math.sqrt(2.0),
         equalize_updates: bool = True,
+        fft: Union[str, bool] = "auto",
     ) -> None:
         super().__init__(
             spatial_dims, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-            padding_mode, transposed, output_padding, odd_kernel=True,
+            padding_mode, transposed, output_padding, odd_kernel=True, fft=fft,
         )
         if not isinstance(n_l, int) or isinstance(n_l, bool) or n_l < 1:
             raise ValueError(f"n_l (N_L, the hyper-network's last hidden width) must be an int >= 1, got {n_l!r}.")
