@@ -125,7 +125,9 @@ def test_adaptive_and_even_kernel_fft_equals_direct():
 
 def test_auto_choice_and_fallbacks():
     x = torch.randn(1, 16, 64, 64)
-    big = HyperConv(2, 16, 16, kernel_size=25, padding="same")
+    assert HyperConv(2, 16, 16, kernel_size=25, padding="same").fft is False  # default: the direct path
+    assert not HyperConv(2, 16, 16, kernel_size=25, padding="same").use_fft(x)
+    big = HyperConv(2, 16, 16, kernel_size=25, padding="same", fft="auto")
     assert big.fft == "auto" and big.use_fft(x)
     assert not HyperConv(2, 16, 16, kernel_size=3, padding=1).use_fft(x)  # tiny kernel: direct
     for kwargs in (dict(stride=2), dict(transposed=True)):

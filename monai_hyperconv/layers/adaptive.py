@@ -76,7 +76,7 @@ class AdaptiveConv(GeneratedConv):
         output_padding: Union[int, Sequence[int]] = 0,
         sigma_init: Tuple[float, float] = (0.1, 0.5),
         normalize: bool = True,
-        fft: Union[str, bool] = "auto",
+        fft: Union[str, bool] = False,
     ) -> None:
         super().__init__(
             spatial_dims, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,

@@ -77,10 +77,11 @@ class GeneratedConv(nn.Module):
         transposed: behave as a transposed convolution.
         odd_kernel: require an odd kernel size in every dimension (generators defined on a grid
             centred at the origin need it).
-        fft: how stride-1, non-transposed calls are computed: ``"auto"`` (default) picks the FFT
-            path (:func:`~monai_hyperconv.layers.fft.fft_conv`) per call when the cost model
-            :func:`~monai_hyperconv.layers.fft.fft_is_faster` says it is cheaper (large kernels),
-            ``True`` always uses it, ``False`` never does. Strided and transposed calls always use
+        fft: how stride-1, non-transposed calls are computed: ``False`` (default) never uses the FFT
+            path, ``"auto"`` picks it (:func:`~monai_hyperconv.layers.fft.fft_conv`) per call when the
+            cost model :func:`~monai_hyperconv.layers.fft.fft_is_faster` says it is cheaper (large
+            kernels; its CPU constants are estimates, not yet fitted on an idle machine, so it is not
+            the default yet), ``True`` always uses it. Strided and transposed calls always use
             the direct path. Both paths agree to float rounding (~1e-6 relative in float32).
     """
 
@@ -99,7 +100,7 @@ class GeneratedConv(nn.Module):
         transposed: bool = False,
         output_padding: Union[int, Sequence[int]] = 0,
         odd_kernel: bool = True,
-        fft: Union[str, bool] = "auto",
+        fft: Union[str, bool] = False,
     ) -> None:
         super().__init__()
         self.fft = check_fft_arg(fft)
@@ -291,7 +292,7 @@ class GeneratedConv(nn.Module):
 
     def use_fft(self, x: torch.Tensor) -> bool:
         """Whether a call on ``x`` takes the FFT path (see the ``fft`` argument)."""
-        fft = getattr(self, "fft", "auto")  # modules pickled before the option existed
+        fft = getattr(self, "fft", False)  # modules pickled before the option existed: the direct path
         if fft is False or not fft_applicable(self.transposed, self.stride):
             return False
         if fft is True:
@@ -325,8 +326,7 @@ class GeneratedConv(nn.Module):
 
         Args:
             fft: ``False`` (default): always an ``nn.ConvNd``/``nn.ConvTransposeNd``. ``"auto"``:
-                a stride-1, non-transposed layer whose own ``fft`` is not ``False`` and whose kernel
-                is large enough for the FFT to be considered (:data:`~monai_hyperconv.layers.fft.FFT_MIN_TAPS`)
+                a stride-1, non-transposed layer whose kernel is large enough for the FFT to be considered (:data:`~monai_hyperconv.layers.fft.FFT_MIN_TAPS`)
                 becomes an :class:`~monai_hyperconv.layers.fft.FFTConvNd` choosing its path per
                 call; ``True``: every stride-1, non-transposed layer becomes an ``FFTConvNd`` that
                 always uses the FFT.
@@ -337,8 +337,8 @@ class GeneratedConv(nn.Module):
         fft = check_fft_arg(fft)
         w, b = self.generate_weight(), self.generate_bias()
         if fft is not False and fft_applicable(self.transposed, self.stride):
-            if fft is True or (getattr(self, "fft", "auto") is not False
-                               and math.prod(self.kernel_size) >= FFT_MIN_TAPS[self.spatial_dims]):
+            # asked for at bake time, so the layer's own (training-time) choice does not matter here
+            if fft is True or math.prod(self.kernel_size) >= FFT_MIN_TAPS[self.spatial_dims]:
                 conv = FFTConvNd(w.detach(), None if b is None else b.detach(), self.padding, self.dilation,
                                  self.groups, self.padding_mode, fft=fft)
                 conv.train(self.training)

@@ -90,7 +90,7 @@ class HyperConv(GeneratedConv):
         negative_slope: float = 0.1,
         init_gain: float = math.sqrt(2.0),
         equalize_updates: bool = True,
-        fft: Union[str, bool] = "auto",
+        fft: Union[str, bool] = False,
     ) -> None:
         super().__init__(
             spatial_dims, in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
