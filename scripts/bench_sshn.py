@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import os
 import resource
 import statistics
@@ -147,7 +148,28 @@ def memory_child(name: str, a) -> dict:
     return {"model": name, "peak_mib": peak, "params": sum(q.numel() for q in model.parameters())}
 
 
+def _memory_in_fork(name: str, a, conn) -> None:
+    try:
+        conn.send(memory_child(name, a))
+    except BaseException as e:  # report, do not hang the parent
+        conn.send({"error": repr(e)})
+    finally:
+        conn.close()
+
+
 def _measure_memory(name: str, a, argv) -> dict:
+    """Run :func:`memory_child` in a fresh process: a fork of this one where available (the imports are
+    already done and no compute has run yet), else a new interpreter."""
+    if "fork" in mp.get_all_start_methods() and not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        ctx = mp.get_context("fork")
+        parent, child = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_memory_in_fork, args=(name, a, child))
+        proc.start()
+        res = parent.recv()
+        proc.join()
+        if "error" in res:
+            raise RuntimeError(f"memory measurement of {name!r} failed: {res['error']}")
+        return res
     cmd = [sys.executable, os.path.abspath(__file__), *argv, "--memory-child", name]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
