@@ -179,7 +179,10 @@ def main_3d(a, argv) -> dict:
     """The 3-D comparison (``--3d``): peak training memory and step time of each SSHN head vs the Fixed UNet."""
     device = torch.device(a.device)
     names = ["fixed", *a.heads]
-    mem = {n: _measure_memory(n, a, argv) for n in names}
+    mem = {}
+    for n in names:  # printed as measured: a slow machine may not reach the timing phase
+        mem[n] = _measure_memory(n, a, argv)
+        print(f"peak training memory, {n}: {mem[n]['peak_mib']:.0f} MiB ({mem[n]['params']:,} parameters)", flush=True)
     torch.manual_seed(0)
     models = {n: build_3d(n, a).to(device) for n in names}
     fns = [_train_step_fn(models[n], a, device) for n in names]
