@@ -9,6 +9,7 @@ networks ``"registration_unet"`` and ``"sshn_registration"``
 """
 
 from ..networks.registry import register_network
+from .heads import HEADS, ChunkedHead, FullHead, LowRankHead, head_num_params
 from .predicted import FiLM, PhiHypernetwork, PredictedConv, ThetaSlot
 from .resize import VariableResize, check_phi, check_phi_prior, resolve_phi, sample_phi, scaled_size
 from .sshn import FiLMScaleSpaceUNet, ScaleSpaceHyperUNet
@@ -20,7 +21,7 @@ __all__ = [
     "VariableResize", "scaled_size", "check_phi", "check_phi_prior", "resolve_phi", "sample_phi",
     "ScaleSpaceUNet", "MaterializedNetwork", "ScaleSpaceHyperUNet", "FiLMScaleSpaceUNet",
     "PredictedConv", "FiLM", "PhiHypernetwork", "ThetaSlot", "RegistrationNet",
-    "fixed_unet", "stochastic_unet",
+    "fixed_unet", "stochastic_unet", "HEADS", "FullHead", "LowRankHead", "ChunkedHead", "head_num_params",
 ]
 
 

@@ -19,6 +19,7 @@ from monai.networks.layers.utils import get_act_layer
 from torch import nn
 
 from ..layers.base import GeneratedConv
+from .heads import make_head
 
 __all__ = ["ThetaSlot", "PredictedConv", "FiLM", "PhiHypernetwork"]
 
@@ -206,11 +207,23 @@ class PhiHypernetwork(nn.Module):
     for the default widths), so without it an SSHN diverges at learning rates that suit the plain
     UNet. With it, ``theta`` moves by at most about ``lr`` through ``W`` (plus ``lr`` through ``theta_0``).
 
+    The output head (:mod:`~monai_hyperconv.hypernets.heads`) is the paper's full ``W`` by default
+    (``H x P`` weights: 100 x the primary's parameter count). ``head="low_rank"`` (``W = U V``, rank
+    ``rank``) and ``head="chunked"`` (chunks of ``chunk_size`` values, each ``A (e_c * h)`` with a
+    shared ``A`` and a learned chunk embedding ``e_c``, after von Oswald et al. 2020) keep ``theta``
+    affine in ``h`` with orders of magnitude fewer parameters (what makes 3-D SSHNs fit); every
+    head stores ``theta_0`` as ``out.bias`` and generates exactly ``out_features`` values.
+
     Args:
         out_features: number of predicted values (the primary's parameter count).
         hidden: hidden widths (default (10, 100)).
         act: activation name or (name, kwargs) (default LeakyReLU, slope 0.01 as PyTorch's).
         init_scale: std of ``W h`` relative to each slice's scale at initialisation (default 0.1).
+        head: ``"full"`` (default, the paper's), ``"low_rank"`` or ``"chunked"``.
+        rank: rank ``r`` of ``"low_rank"`` (required there, at most the last hidden width).
+        chunk_size: values per chunk of ``"chunked"`` (required there).
+        segments: lengths of consecutive output segments (e.g. each layer's weight and bias) that no
+            chunk straddles (``"chunked"`` only; default one segment).
     """
 
     def __init__(
@@ -219,6 +232,10 @@ class PhiHypernetwork(nn.Module):
         hidden: Sequence[int] = (10, 100),
         act: Union[str, tuple] = ("leakyrelu", {"negative_slope": 0.01}),
         init_scale: float = 0.1,
+        head: str = "full",
+        rank: Optional[int] = None,
+        chunk_size: Optional[int] = None,
+        segments: Optional[Sequence[int]] = None,
     ) -> None:
         super().__init__()
         hidden = tuple(int(h) for h in hidden)
@@ -238,7 +255,8 @@ class PhiHypernetwork(nn.Module):
             nn.init.zeros_(lin.bias)
             layers += [lin, get_act_layer(act)]
         self.body = nn.Sequential(*layers)
-        self.out = nn.Linear(widths[-1], out_features)
+        self.head = head
+        self.out = make_head(head, widths[-1], out_features, rank=rank, chunk_size=chunk_size, segments=segments)
         nn.init.zeros_(self.out.bias)
         self.register_buffer("feature_scale", torch.ones(()))
         with torch.no_grad():
@@ -252,7 +270,7 @@ class PhiHypernetwork(nn.Module):
 
     def encode(self, phi: float) -> torch.Tensor:
         """The input ``[phi, 1 - phi]`` on this network's device and dtype."""
-        w = self.out.weight
+        w = self.out.bias
         return torch.tensor([phi, 1.0 - phi], device=w.device, dtype=w.dtype)
 
     def features(self, phi: float) -> torch.Tensor:
@@ -273,17 +291,28 @@ class PhiHypernetwork(nn.Module):
                 W rows ~ N(0, (init_scale * scale)^2 / E||h||^2), so std(W h) = init_scale * scale.
             offsets: ``(start, length, constant)`` added to theta_0 (e.g. FiLM's gamma = 1).
         """
-        grid = torch.linspace(0.0, 1.0, 33, device=self.out.weight.device)
+        grid = torch.linspace(0.0, 1.0, 33, device=self.out.bias.device)
         energy = torch.stack([self.features(float(p)).pow(2).sum() for p in grid]).mean().clamp_min(1e-12)
+        row_std = None if self.head == "full" else torch.zeros_like(self.out.bias)
         for start, length, std0, scale in slices:
             b = self.out.bias.narrow(0, start, length)
             if std0 > 0:
                 b.normal_(0.0, std0)
             else:
                 b.zero_()
-            self.out.weight.narrow(0, start, length).normal_(0.0, self.init_scale * scale / math.sqrt(energy.item()))
+            if row_std is None:  # the full head: W rows drawn slice by slice, as ever (same random stream)
+                self.out.weight.narrow(0, start, length).normal_(0.0, self.init_scale * scale / math.sqrt(energy.item()))
+            else:
+                row_std.narrow(0, start, length).fill_(self.init_scale * scale)
+        if row_std is not None:  # structured heads: one draw over all slices (rows in no slice: no phi-dependence)
+            self.out.init_dependence(row_std, energy.item())
         for start, length, const in offsets:
             self.out.bias.narrow(0, start, length).add_(const)
 
+    @torch.no_grad()
+    def zero_dependence(self, start: int, length: int) -> None:
+        """Make ``theta[start:start + length]`` independent of phi (equal to ``theta_0`` there)."""
+        self.out.zero_dependence(start, length)
+
     def extra_repr(self) -> str:
-        return f"hidden={self.hidden}, init_scale={self.init_scale}"
+        return f"hidden={self.hidden}, init_scale={self.init_scale}, head={self.head!r}"

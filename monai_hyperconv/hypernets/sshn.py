@@ -73,6 +73,12 @@ class ScaleSpaceHyperUNet(_PhiConditioned):
         hyper_init_scale: initial std of the phi-dependent part ``W h`` relative to theta_0's.
         phi_prior: ``(low, high)`` of the training prior (default (0, 0.5)).
         phi: optional default factor (used outside training when none is given).
+        hyper_head: the hypernetwork's output head (see :class:`PhiHypernetwork`): ``"full"`` (default,
+            the paper's ``W``, 100 x the primary's parameters), ``"low_rank"`` (``W = U V``) or
+            ``"chunked"`` (a shared map and one learned embedding per chunk; chunks never straddle a
+            layer's weight or bias). The structured heads make 3-D SSHNs affordable (README, Measured).
+        hyper_rank: rank of ``"low_rank"`` (required there, e.g. 8).
+        hyper_chunk_size: values per chunk of ``"chunked"`` (required there, e.g. 1024).
     """
 
     @accepts_old_width_depth_names
@@ -93,6 +99,9 @@ class ScaleSpaceHyperUNet(_PhiConditioned):
         phi_prior: Optional[Sequence[float]] = (0.0, 0.5),
         phi: Optional[float] = None,
         mode: str = "linear",
+        hyper_head: str = "full",
+        hyper_rank: Optional[int] = None,
+        hyper_chunk_size: Optional[int] = None,
     ) -> None:
         super().__init__()
         self._setup_phi(phi, phi_prior)
@@ -113,7 +122,10 @@ class ScaleSpaceHyperUNet(_PhiConditioned):
             )
         self.convs: List[PredictedConv] = [m for m in self.primary.modules() if isinstance(m, PredictedConv)]
         total = self._attach(self.convs)
-        self.hyper = PhiHypernetwork(total, hidden=hyper_hidden, act=hyper_act, init_scale=hyper_init_scale)
+        segments = [n for conv in self.convs for _, n, _, _ in conv.init_slices(1.0)]  # each weight, each bias
+        self.hyper = PhiHypernetwork(total, hidden=hyper_hidden, act=hyper_act, init_scale=hyper_init_scale,
+                                     head=hyper_head, rank=hyper_rank, chunk_size=hyper_chunk_size,
+                                     segments=segments)
         self.reset_parameters()
 
     @property
@@ -136,8 +148,8 @@ class ScaleSpaceHyperUNet(_PhiConditioned):
         """Re-initialise the output conv's slice to ``N(0, std^2)`` weights, zero bias, no phi-dependence
         (registration nets start from a near-zero flow, as VoxelMorph)."""
         c = self.primary.out_conv
-        w, b = self.hyper.out.weight, self.hyper.out.bias
-        w.narrow(0, c.offset, c.num_predicted).zero_()
+        b = self.hyper.out.bias
+        self.hyper.zero_dependence(c.offset, c.num_predicted)
         b.narrow(0, c.offset, c.num_weight).normal_(0.0, std)
         if c.has_bias:
             b.narrow(0, c.offset + c.num_weight, c.out_channels).zero_()
@@ -160,7 +172,8 @@ class ScaleSpaceHyperUNet(_PhiConditioned):
         return MaterializedNetwork(baked, p).eval()
 
     def extra_repr(self) -> str:
-        return f"num_primary_params={self.num_primary_params}, phi={self.phi}, phi_prior={self.phi_prior}"
+        return (f"num_primary_params={self.num_primary_params}, hyper_head={self.hyper.head!r}, phi={self.phi}, "
+                f"phi_prior={self.phi_prior}")
 
 
 class _FiLMConv(nn.Module):
