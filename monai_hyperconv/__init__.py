@@ -6,11 +6,10 @@ layer factory. ``bake`` reduces any model to plain convs; ``convert`` swaps the 
 network for generated ones.
 """
 
+from ._version import __version__
 from .layers import AdaptiveConv, GeneratedConv, HyperConv, bake, convert, get_conv_type, register_generated_conv
 from . import networks  # noqa: E402  (registers the papers' networks)
 from . import hypernets  # noqa: E402  (registers the scale-space networks)
-
-__version__ = "0.1.0"
 
 __all__ = [
     "GeneratedConv", "HyperConv", "AdaptiveConv", "bake", "convert", "get_conv_type", "register_generated_conv",

@@ -23,7 +23,8 @@ import torch
 __all__ = ["REPO_ROOT", "load_script", "make_tiny_demo", "load_workflow", "run_config", "run_cli", "bundle_cli_args", "no_package_env", "find_in_chain",
            "run_exported_without_package", "dataset_error"]
 
-#: repository root (the folder holding ``bundles/``) when the package is installed editable
+#: repository root (the folder holding ``bundles/`` and ``scripts/``) when running from a checkout; an
+#: installed wheel has no repository: find its bundles with :func:`monai_hyperconv.bundle.resources.bundle_path`
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -138,7 +139,8 @@ def run_cli(args: Sequence[str], cwd: str | os.PathLike | None = None, timeout: 
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(torchrun_nproc)}"] + list(args)
     else:
         cmd = [sys.executable] + list(args)
-    p = subprocess.run(cmd, cwd=os.fspath(cwd or REPO_ROOT), env=no_package_env(env), capture_output=True, text=True, timeout=timeout)
+    cwd = cwd or (REPO_ROOT if (REPO_ROOT / "bundles").is_dir() else None)  # a wheel: the caller's folder
+    p = subprocess.run(cmd, cwd=None if cwd is None else os.fspath(cwd), env=no_package_env(env), capture_output=True, text=True, timeout=timeout)
     if check and p.returncode != 0:
         raise AssertionError(f"command failed ({p.returncode}): {' '.join(cmd)}\n--- stdout ---\n{p.stdout[-4000:]}\n--- stderr ---\n{p.stderr[-6000:]}")
     return p

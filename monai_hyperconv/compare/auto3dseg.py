@@ -68,17 +68,20 @@ _ALGO_OBJECT_FILES = ("algo_object.json", "algo_object.pkl")
 
 # ----------------------------------------------------------------------------- templates path
 def byo_templates_path() -> str:
-    """Absolute path of ``bundles/auto3dseg`` (repository root, found from the package location).
+    """Absolute path of the templates folder ``bundles/auto3dseg``: the copy packaged in the wheel, or the
+    checkout's (:func:`monai_hyperconv.bundle.resources.templates_path`).
 
     Raises:
-        FileNotFoundError: the folder is missing (e.g. a non-editable install without the repository).
+        FileNotFoundError: the folder or a template is missing.
     """
-    path = Path(__file__).resolve().parents[2] / "bundles" / "auto3dseg"
+    from ..bundle.resources import templates_path
+
+    path = templates_path()
     if not all((path / name / "scripts" / "algo.py").is_file() for name in TEMPLATE_NAMES):
         raise FileNotFoundError(
-            f"The Auto3DSeg templates folder {path} (with {', '.join(TEMPLATE_NAMES)}/scripts/algo.py) was not found: "
-            "install monai_hyperconv from a repository checkout (pip install -e .) or pass the path of a copy of "
-            "bundles/auto3dseg to templates_path_or_url."
+            f"The Auto3DSeg templates folder {path} (with {', '.join(TEMPLATE_NAMES)}/scripts/algo.py) is incomplete: "
+            "reinstall monai-hyperconv (its wheel ships bundles/auto3dseg as package data) or pass the path of a "
+            "copy of bundles/auto3dseg to templates_path_or_url."
         )
     return str(path)
 

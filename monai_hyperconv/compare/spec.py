@@ -39,7 +39,7 @@ class TaskSpec:
     """A task type: the bundle whose recipe (transforms, loss, optimiser) every algorithm shares.
 
     Attributes:
-        bundle: folder name under ``bundles/`` (or a path) holding ``configs/train.json``.
+        bundle: name of a shipped bundle (``bundles/<name>``) or a path, holding ``configs/train.json``.
         metric: short metric name for tables ("dice", "psnr", "accuracy").
         network_key: config id of the network's ``create_network`` dict.
         higher_is_better: direction of ``metric``.
@@ -62,14 +62,17 @@ TASKS = {
 
 
 def bundle_dir(bundle: str | os.PathLike) -> Path:
-    """A bundle folder: a path, or a name under the repository's ``bundles/``.
+    """A bundle folder: a path, or the name of a shipped bundle (the wheel's packaged copy or the
+    checkout's ``bundles/``, :func:`monai_hyperconv.bundle.resources.bundles_root`).
 
     Raises:
         FileNotFoundError: naming the bundle when it has no ``configs/train.json``.
     """
+    from ..bundle.resources import bundles_root
+
     p = Path(bundle)
     if not (p / "configs" / "train.json").is_file():
-        p = Path(__file__).resolve().parents[2] / "bundles" / str(bundle)
+        p = bundles_root() / str(bundle)
     if not (p / "configs" / "train.json").is_file():
         raise FileNotFoundError(f"bundle {str(bundle)!r}: no configs/train.json (looked at {bundle!s} and {p}).")
     return p.resolve()
