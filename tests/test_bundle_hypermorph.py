@@ -22,7 +22,7 @@ LAMS = [0.0, 0.5, 1.0]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("hypermorph")
-    data = make_tiny_demo("brain_seg", root / "data", n_subjects=6, size=(32, 40))
+    data = make_tiny_demo("brain_seg", root / "data", n_subjects=10, size=(32, 40))
     broot = root / "bundle"
     wf = run_config(BUNDLE, "train.json", workflow_type="train", dataset_dir=data, bundle_root=broot,
                     epochs=1, val_interval=1, **TINY)

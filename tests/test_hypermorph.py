@@ -110,7 +110,9 @@ def test_phi_knob_reproduces_the_sshn():
     """The generalised machinery with the single knob phi computes the SSHN's function (same weights)."""
     sshn = ScaleSpaceHyperUNet(2, 2, 3, **TINY).eval()
     knob = KnobHyperUNet(2, 2, 3, knobs=("phi",), phi=None, **TINY).eval()
-    assert knob.hyper.feature_scale.item() == pytest.approx(sshn.hyper.feature_scale.item(), rel=1e-5)
+    # same input width and the same calibration grid ([phi, 1 - phi] at 33 phis) as the SSHN's hypernetwork
+    assert knob.hyper.body[0].in_features == sshn.hyper.body[0].in_features == 2
+    assert torch.equal(torch.stack(knob.hyper._calibration_inputs()), torch.stack(sshn.hyper._calibration_inputs()))
     knob.load_state_dict(sshn.state_dict())
     x = torch.randn(2, 2, 20, 18)
     with torch.no_grad():
