@@ -96,6 +96,18 @@ from .preflight import (
     preflight,
     remove_stale_temp_files,
 )
+from .hypermorph import (
+    DEFAULT_LAMS,
+    HyperMorphInferer,
+    HyperMorphLossAdapter,
+    LambdaSweep,
+    choose_lambda,
+    evaluate_lambdas,
+    materialized_hypermorph,
+    read_lambda_csv,
+    select_lambda,
+    train_hypermorph,
+)
 from .registration import (
     PAIR_KEYS,
     RegistrationInferer,
@@ -145,4 +157,6 @@ __all__ = [
     "PhiInferer", "LossSchedule", "ParetoSweep", "read_pareto_csv", "select_phi", "materialized_network",
     "export_materialized", "PAIR_KEYS", "make_pairs", "registration_datalists", "inference_pairs", "split_pair_batch",
     "RegistrationInferer", "RegistrationLossAdapter", "registration_step",
+    "HyperMorphInferer", "HyperMorphLossAdapter", "train_hypermorph", "evaluate_lambdas", "choose_lambda",
+    "read_lambda_csv", "LambdaSweep", "select_lambda", "materialized_hypermorph", "DEFAULT_LAMS",
 ]

@@ -5,7 +5,9 @@ Importing this package registers in :func:`monai_hyperconv.networks.create_netwo
 phi = 0.5), ``"stochastic_unet"`` (Stochastic baseline, phi ~ U(0, 0.5) in training),
 ``"sshn_unet"`` (the hypernetwork), ``"film_unet"`` (FiLM baseline), and the registration
 networks ``"registration_unet"`` and ``"sshn_registration"``
-(:class:`~monai_hyperconv.hypernets.registration.RegistrationNet`).
+(:class:`~monai_hyperconv.hypernets.registration.RegistrationNet`) and ``"hypermorph"``
+(:class:`~monai_hyperconv.hypernets.hypermorph.HyperMorph`, Hoopes et al. 2021/2022: conditioned on
+the regularisation weight ``lam``; the knob machinery is in :mod:`monai_hyperconv.hypernets.knobs`).
 """
 
 from ..networks.registry import register_network
@@ -15,6 +17,8 @@ from .resize import VariableResize, check_phi, check_phi_prior, resolve_phi, sam
 from .sshn import FiLMScaleSpaceUNet, ScaleSpaceHyperUNet
 from .unet import MaterializedNetwork, ScaleSpaceUNet
 from .registration import RegistrationNet
+from .knobs import LAM, PHI, Knob, KnobHypernetwork, KnobHyperUNet, as_knobs
+from .hypermorph import HyperMorph
 
 
 __all__ = [
@@ -22,6 +26,7 @@ __all__ = [
     "ScaleSpaceUNet", "MaterializedNetwork", "ScaleSpaceHyperUNet", "FiLMScaleSpaceUNet",
     "PredictedConv", "FiLM", "PhiHypernetwork", "ThetaSlot", "RegistrationNet",
     "fixed_unet", "stochastic_unet", "HEADS", "FullHead", "LowRankHead", "ChunkedHead", "head_num_params",
+    "Knob", "PHI", "LAM", "as_knobs", "KnobHypernetwork", "KnobHyperUNet", "HyperMorph",
 ]
 
 
@@ -56,3 +61,4 @@ register_network("sshn_unet", ScaleSpaceHyperUNet)
 register_network("film_unet", FiLMScaleSpaceUNet)
 register_network("registration_unet", _registration_unet)
 register_network("sshn_registration", _sshn_registration)
+register_network("hypermorph", HyperMorph)

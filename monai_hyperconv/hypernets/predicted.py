@@ -247,7 +247,7 @@ class PhiHypernetwork(nn.Module):
             raise ValueError(f"init_scale must be a finite number >= 0, got {init_scale!r}.")
         self.hidden = hidden
         self.init_scale = float(init_scale)
-        widths = (2, *hidden)
+        widths = (self._input_width(), *hidden)
         layers: List[nn.Module] = []
         for a, b in zip(widths[:-1], widths[1:]):
             lin = nn.Linear(a, b)
@@ -260,9 +260,23 @@ class PhiHypernetwork(nn.Module):
         nn.init.zeros_(self.out.bias)
         self.register_buffer("feature_scale", torch.ones(()))
         with torch.no_grad():
-            grid = torch.linspace(0.0, 1.0, 33)
-            l1 = torch.stack([self.body(torch.stack([p, 1 - p])).abs().sum() for p in grid]).mean()
+            l1 = torch.stack([self.body(x).abs().sum() for x in self._calibration_inputs()]).mean()
             self.feature_scale.fill_(1.0 / float(l1.clamp_min(1e-6)))
+
+    # Input-side hooks (overridden by monai_hyperconv.hypernets.knobs.KnobHypernetwork, which
+    # conditions on named knobs instead of phi alone): the input width and the inputs over which
+    # the constant feature scale and the initial output energy are averaged.
+    def _input_width(self) -> int:
+        return 2
+
+    def _calibration_inputs(self) -> List[torch.Tensor]:
+        """Encoded inputs spanning the conditioning range (CPU, float32): ``[phi, 1 - phi]`` at 33 phis."""
+        return [torch.stack([p, 1 - p]) for p in torch.linspace(0.0, 1.0, 33)]
+
+    def _feature_energy(self) -> torch.Tensor:
+        """``E ||h||^2`` over the conditioning range (sets the initial scale of ``W``)."""
+        grid = torch.linspace(0.0, 1.0, 33, device=self.out.bias.device)  # every head has a bias (theta_0)
+        return torch.stack([self.features(float(p)).pow(2).sum() for p in grid]).mean().clamp_min(1e-12)
 
     @property
     def out_features(self) -> int:
@@ -291,8 +305,7 @@ class PhiHypernetwork(nn.Module):
                 W rows ~ N(0, (init_scale * scale)^2 / E||h||^2), so std(W h) = init_scale * scale.
             offsets: ``(start, length, constant)`` added to theta_0 (e.g. FiLM's gamma = 1).
         """
-        grid = torch.linspace(0.0, 1.0, 33, device=self.out.bias.device)
-        energy = torch.stack([self.features(float(p)).pow(2).sum() for p in grid]).mean().clamp_min(1e-12)
+        energy = self._feature_energy()
         row_std = None if self.head == "full" else torch.zeros_like(self.out.bias)
         for start, length, std0, scale in slices:
             b = self.out.bias.narrow(0, start, length)

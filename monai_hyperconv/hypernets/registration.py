@@ -153,6 +153,11 @@ class RegistrationNet(VoxelMorph):
             raise ValueError(f"phi was given but the backbone {type(self.backbone).__name__} takes no phi.")
         else:
             x = self.backbone(x)
+        return self._warp_with_flow(moving, x)
+
+    def _warp_with_flow(self, moving: torch.Tensor, x: torch.Tensor):
+        """The backbone output ``x`` -> ``(moved, ddf)``: shape check, optional half-resolution
+        integration (``DVF2DDF``), warping (``Warp``). Shared with HyperMorph."""
         if x.shape[1] != self.spatial_dims or x.shape[2:] != moving.shape[2:]:
             raise ValueError(
                 f"the backbone must output (B, {self.spatial_dims}, {tuple(moving.shape[2:])}), got {tuple(x.shape)}."

@@ -1,6 +1,7 @@
-"""Losses: dimension-generic total variation and the unsupervised registration loss."""
+"""Losses: dimension-generic total variation, the unsupervised registration loss and HyperMorph's."""
 
+from .hypermorph import HyperMorphLoss
 from .registration import RegistrationLoss
 from .tv import TotalVariationLoss
 
-__all__ = ["TotalVariationLoss", "RegistrationLoss"]
+__all__ = ["TotalVariationLoss", "RegistrationLoss", "HyperMorphLoss"]
