@@ -148,7 +148,8 @@ def test_auto_choice_and_fallbacks():
 def test_fft_option_through_factories():
     assert get_conv_type(("hyper", {"fft": False}), 2)(2, 2, kernel_size=3).fft is False
     assert Conv["HYPER", 3](2, 2, kernel_size=3, fft=True).fft is True
-    assert get_conv_type("adaptive", 1)(2, 2, kernel_size=3).fft == "auto"
+    assert get_conv_type("adaptive", 1)(2, 2, kernel_size=3).fft is False  # the default: direct
+    assert get_conv_type(("adaptive", {"fft": "auto"}), 1)(2, 2, kernel_size=3).fft == "auto"
 
 
 def test_inference_spectrum_cache_follows_parameters():

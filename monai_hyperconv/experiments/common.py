@@ -15,7 +15,7 @@ from torch import nn
 from ..utils import atomic_write
 
 __all__ = ["train_loop", "epoch_batches", "random_batches", "set_seed", "mean_std", "sync", "save_figure",
-           "read_data_list", "labelled_items", "data_path"]
+           "read_data_list", "labelled_items", "data_path", "scale_parser", "apply_scale"]
 
 
 def train_loop(net: nn.Module, opt: torch.optim.Optimizer, batches: Iterable[Any],
@@ -105,3 +105,42 @@ def labelled_items(meta: Dict[str, Any], section: str = "training",
 def data_path(root: Path, p: str) -> str:
     """A data list path: absolute as it is, else relative to the data list's folder."""
     return str(p if os.path.isabs(p) else root / p)
+
+
+def scale_parser(description: str, default_out: str, defaults: Dict[str, Any], smoke: Dict[str, Any],
+                 list_args: Dict[str, Callable]) -> "argparse.ArgumentParser":
+    """The arguments the brain-demo experiments share: ``--data --demo-dir --out --smoke --lr``, one
+    option per scale setting in ``defaults`` (``None`` until :func:`apply_scale` fills it from
+    ``defaults`` or ``smoke``; ``list_args``: the settings that take several values, with their type),
+    and ``--seed --device --threads`` (added by the caller after its own options, see :func:`apply_scale`)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=None, help="MSD-style folder with dataset.json (default: the demo brain_seg set)")
+    p.add_argument("--demo-dir", default=None, help="keep the generated demo set here (default: a temporary folder)")
+    p.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
+    p.add_argument("--smoke", action="store_true", help="tiny run in seconds (pipeline check only)")
+    for k, v in defaults.items():
+        flag = "--" + k.replace("_", "-")
+        if k in list_args:
+            p.add_argument(flag, type=list_args[k], nargs="+", default=None, help=f"default {v} (smoke {smoke[k]})")
+        else:
+            p.add_argument(flag, type=int, default=None, help=f"default {v} (smoke {smoke[k]})")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3, the bundles')")
+    return p
+
+
+def apply_scale(p: "argparse.ArgumentParser", argv: Optional[Sequence[str]], defaults: Dict[str, Any],
+                smoke: Dict[str, Any]) -> "argparse.Namespace":
+    """Add ``--seed --device --threads``, parse ``argv`` and fill the unset scale settings from
+    ``smoke`` (with ``--smoke``) or ``defaults``; ``--size`` must have two numbers."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    args = p.parse_args(argv)
+    for k, v in (smoke if args.smoke else defaults).items():
+        if getattr(args, k) is None:
+            setattr(args, k, list(v) if isinstance(v, list) else v)
+    if len(getattr(args, "size", (0, 0))) != 2:
+        p.error("--size takes two numbers (H W).")
+    return args

@@ -34,6 +34,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 
+from monai_hyperconv.experiments.common import apply_scale, scale_parser
 from monai_hyperconv.experiments.scale_space import DEFAULTS, NAME, SMOKE, run
 
 DEFAULT_OUT = os.path.join("outputs", "experiments", NAME)
@@ -42,29 +43,9 @@ LIST_ARGS = {"size": int, "fixed_phis": float, "phis": float, "prior_r": float, 
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=None, help="MSD-style folder with dataset.json (default: the demo brain_seg set)")
-    p.add_argument("--demo-dir", default=None, help="keep the generated demo set here (default: a temporary folder)")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    p.add_argument("--smoke", action="store_true", help="tiny run in seconds (pipeline check only)")
-    for k, v in DEFAULTS.items():
-        flag = "--" + k.replace("_", "-")
-        if k in LIST_ARGS:
-            p.add_argument(flag, type=LIST_ARGS[k], nargs="+", default=None, help=f"default {v} (smoke {SMOKE[k]})")
-        else:
-            p.add_argument(flag, type=int, default=None, help=f"default {v} (smoke {SMOKE[k]})")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3, the bundles')")
+    p = scale_parser(__doc__.split("\n\n")[0], DEFAULT_OUT, DEFAULTS, SMOKE, LIST_ARGS)
     p.add_argument("--lambda-reg", type=float, default=0.05, help="TV weight of the registration loss (default 0.05)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    args = p.parse_args(argv)
-    base = SMOKE if args.smoke else DEFAULTS
-    for k, v in base.items():
-        if getattr(args, k) is None:
-            setattr(args, k, list(v) if isinstance(v, list) else v)
-    if len(args.size) != 2:
-        p.error("--size takes two numbers (H W).")
+    args = apply_scale(p, argv, DEFAULTS, SMOKE)
     for k in ("fixed_phis", "phis", "prior_phis", "transfer_phi0", "transfer_phis", "reg_fixed_phis", "reg_phis"):
         vals = getattr(args, k)
         if any(not 0 < v <= 1 for v in vals):
