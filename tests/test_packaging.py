@@ -32,7 +32,7 @@ from monai_hyperconv.bundle.resources import (
 from monai_hyperconv.bundle.testing import REPO_ROOT, make_tiny_demo
 
 BUNDLES = ["adaptive_trimap_segmentation", "brain_mri_reconstruction", "digits_classification",
-           "liver_lesion_segmentation", "ms_lesion_segmentation", "scale_space_registration",
+           "hypermorph_registration", "liver_lesion_segmentation", "ms_lesion_segmentation", "scale_space_registration",
            "scale_space_segmentation"]
 
 
