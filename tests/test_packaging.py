@@ -177,13 +177,14 @@ def test_version_check_errors_name_the_file(tmp_path):
 # ----------------------------------------------------------------------------- wheel in a fresh venv
 def _copy_source(dst: Path) -> Path:
     """The files a source distribution holds (no virtual environment, run outputs or build leftovers)."""
-    ignore = shutil.ignore_patterns(*RUN_OUTPUTS, "*.pyc", "*.egg-info", "build", "dist", ".venv", ".git",
-                                    "auto3dseg_work")
+    build = ("*.pyc", "__pycache__", "*.egg-info", "build", "dist", ".venv", ".git")
     dst.mkdir(parents=True)
     for f in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy(REPO_ROOT / f, dst / f)
-    for d in ("monai_hyperconv", "bundles"):
-        shutil.copytree(REPO_ROOT / d, dst / d, ignore=ignore)
+    # run outputs (models/, data/, eval/ ...) are skipped in the bundles only: the package has a `data` subpackage
+    shutil.copytree(REPO_ROOT / "monai_hyperconv", dst / "monai_hyperconv", ignore=shutil.ignore_patterns(*build))
+    shutil.copytree(REPO_ROOT / "bundles", dst / "bundles",
+                    ignore=shutil.ignore_patterns(*RUN_OUTPUTS, *build, "auto3dseg_work"))
     return dst
 
 
@@ -283,7 +284,8 @@ def test_wheel_ships_the_bundles_and_trains_from_a_fresh_venv(wheel_env, tmp_pat
     assert not (Path(info["root"]) / "digits_classification" / "models").exists()  # nothing written to site-packages
 
 
-DIGITS_FAST = ["--cache_num_workers", "0", "--network_def#hidden", "32", "--network_def#channels", "[8, 8]"]
+DIGITS_NET = ["--network_def#hidden", "32", "--network_def#channels", "[8, 8]"]
+DIGITS_FAST = ["--cache_num_workers", "0", *DIGITS_NET]  # train/evaluate (inference.json has no cache)
 
 
 def _bundle_args(b: str, configs: list[str], *extra: str, run_id: str | None = None) -> list[str]:
@@ -306,11 +308,11 @@ def test_wheel_train_evaluate_infer_export(wheel_env, tmp_path):
     b = wheel_env.work / "d2"
     summary = json.loads((b / "eval" / "summary.json").read_text())
     assert 0.0 <= summary["accuracy"] <= 1.0
-    wheel_env.run(*_bundle_args("d2", [d + "inference.json"], "--dataset_dir", data, "--output_dir", "pred", *DIGITS_FAST))
+    wheel_env.run(*_bundle_args("d2", [d + "inference.json"], "--dataset_dir", data, "--output_dir", "pred", *DIGITS_NET))
     n_val = len(json.loads((Path(data) / "dataset.json").read_text())["validation"])
     assert len((wheel_env.work / "pred" / "predictions.csv").read_text().strip().splitlines()) == n_val
-    wheel_env.run(*_bundle_args("d2", [d + "inference.json"], "--export_file", "d2/model.ts", *DIGITS_FAST,
-                                run_id="export"))
+    wheel_env.run(*_bundle_args("d2", [d + "inference.json"], "--export_format", "ts", "--export_file", "d2/model.ts",
+                                *DIGITS_NET, run_id="export"))
     m = torch.jit.load(str(b / "model.ts"))
     assert m(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
