@@ -17,8 +17,6 @@ scale-space experiment's registration part (``monai_hyperconv.experiments.scale_
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from argparse import Namespace
 from typing import Any, Dict, List
@@ -30,7 +28,7 @@ from ..bundle import choose_lambda, evaluate_lambdas, train_hypermorph, write_cs
 from ..hypernets import HyperMorph, RegistrationNet
 from ..losses import HyperMorphLoss
 from .common import save_figure, set_seed, sync
-from .scale_space import load_dataset
+from .scale_space import load_dataset, load_demo_dataset
 
 __all__ = ["NAME", "DEFAULTS", "SMOKE", "run"]
 
@@ -103,20 +101,7 @@ def run(args: Namespace, command: str) -> Dict[str, Any]:
     if args.data:
         data = load_dataset(args.data, (h, w))
     else:
-        from ..data import ensure_demo, make_demo
-
-        tmp = None
-        if args.demo_dir:
-            js = ensure_demo("brain_seg", args.demo_dir, seed=args.seed, n_subjects=args.n_subjects, size=(h, w))
-        else:
-            tmp = tempfile.mkdtemp(prefix="hypermorph_demo_")
-            js = make_demo("brain_seg", os.path.join(tmp, "brain_seg"), seed=args.seed, n_subjects=args.n_subjects,
-                           size=(h, w))
-        try:
-            data = load_dataset(os.path.dirname(js), (h, w))
-        finally:
-            if tmp:
-                shutil.rmtree(tmp, ignore_errors=True)
+        data = load_demo_dataset(args.demo_dir, args.seed, args.n_subjects, (h, w), "hypermorph_demo_")
     tr, te = _pairs(data["x_train"], data["y_train"]), _pairs(data["x_test"], data["y_test"])
     mov, fix = tr["moving"].to(device), tr["fixed"].to(device)
     test = [{k: v[i:i + 8] for k, v in te.items()} for i in range(0, len(te["fixed"]), 8)]

@@ -105,6 +105,24 @@ def _to_2d(img: torch.Tensor, lab: torch.Tensor, name: str) -> Tuple[torch.Tenso
     raise ValueError(f"{name}: expected a 2-D or 3-D image, got spatial shape {tuple(img.shape)}.")
 
 
+def load_demo_dataset(demo_dir: Optional[str], seed: int, n_subjects: int, size: Sequence[int],
+                      tmp_prefix: str = "brain_seg_demo_") -> Dict[str, Any]:
+    """:func:`load_dataset` of the demo ``brain_seg`` set: kept in ``demo_dir`` (made there once), or
+    generated into a temporary folder that is removed after loading (``demo_dir`` None)."""
+    from ..data import ensure_demo, make_demo
+
+    size = tuple(size)
+    if demo_dir:
+        return load_dataset(os.path.dirname(ensure_demo("brain_seg", demo_dir, seed=seed, n_subjects=n_subjects,
+                                                        size=size)), size)
+    tmp = tempfile.mkdtemp(prefix=tmp_prefix)
+    try:
+        js = make_demo("brain_seg", os.path.join(tmp, "brain_seg"), seed=seed, n_subjects=n_subjects, size=size)
+        return load_dataset(os.path.dirname(js), size)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def load_dataset(data_dir: str, size: Sequence[int]) -> Dict[str, Any]:
     """``{"x_train", "y_train", "x_test", "y_test", "num_classes", "labels"}`` from an MSD-style folder.
 
@@ -445,20 +463,7 @@ def run(args: Namespace, command: str) -> Dict[str, Any]:
         data = load_dataset(args.data, (h, w))
         data_desc = f"MSD data list {args.data}"
     else:
-        from ..data import ensure_demo, make_demo
-
-        tmp = None
-        if args.demo_dir:
-            js = ensure_demo("brain_seg", args.demo_dir, seed=args.seed, n_subjects=args.n_subjects, size=(h, w))
-        else:
-            tmp = tempfile.mkdtemp(prefix="scale_space_demo_")
-            js = make_demo("brain_seg", os.path.join(tmp, "brain_seg"), seed=args.seed, n_subjects=args.n_subjects,
-                           size=(h, w))
-        try:
-            data = load_dataset(os.path.dirname(js), (h, w))
-        finally:
-            if tmp:
-                shutil.rmtree(tmp, ignore_errors=True)
+        data = load_demo_dataset(args.demo_dir, args.seed, args.n_subjects, (h, w), "scale_space_demo_")
         data_desc = (f"demo brain_seg (monai_hyperconv.data.make_demo, seed {args.seed}: 2-D coronal MNI-based "
                      f"slices, 6 tissue labels)")
     x_tr, y_tr, x_te, y_te = data["x_train"], data["y_train"], data["x_test"], data["y_test"]
