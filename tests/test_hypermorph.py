@@ -314,3 +314,16 @@ def test_select_lambda(tmp_path):
         select_lambda(None, p, label=9)
     with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
         select_lambda(1.5)
+
+
+@pytest.mark.parametrize("head, extra", [("low_rank", {"hyper_rank": 2}), ("chunked", {"hyper_chunk_size": 64})])
+def test_knob_unet_takes_the_sshn_output_heads(head, extra):
+    net = KnobHyperUNet(2, 1, 2, knobs=("lam",), channels=(3, 5), num_pools=1, hyper_head=head, **extra).eval()
+    assert isinstance(net.hyper, KnobHypernetwork) and net.hyper.head == head
+    with torch.no_grad():  # a lam-dependent output, so the check below is not trivially true
+        for p in net.hyper.out.parameters():
+            p.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(1))
+        x = torch.rand(1, 1, 16, 16)
+        for lam in (0.0, 0.6):
+            assert (net.materialize(lam=lam)(x) - net(x, lam=lam)).abs().max().item() < 1e-5
+        assert not torch.allclose(net(x, lam=0.0), net(x, lam=0.6))

@@ -309,6 +309,7 @@ class KnobHyperUNet(ScaleSpaceHyperUNet):
         spatial_dims, in_channels, out_channels, channels, num_pools, convs_per_stage, kernel_size, act,
             norm, hyper_hidden, hyper_act, hyper_init_scale, mode: as :class:`ScaleSpaceHyperUNet`.
         knobs: knob names / :class:`Knob` objects / dicts (see :func:`as_knobs`; default ``("lam",)``).
+        hyper_head, hyper_rank, hyper_chunk_size: the hypernetwork's output head, as :class:`ScaleSpaceHyperUNet`.
         phi: the fixed resize factor when ``phi`` is not a knob (default 0.5: a 2x down-sampling per
             stage, a VoxelMorph UNet's); must be None when it is.
     """
@@ -331,6 +332,9 @@ class KnobHyperUNet(ScaleSpaceHyperUNet):
         hyper_init_scale: float = 0.1,
         phi: Optional[float] = 0.5,
         mode: str = "linear",
+        hyper_head: str = "full",
+        hyper_rank: Optional[int] = None,
+        hyper_chunk_size: Optional[int] = None,
     ) -> None:
         knobs = as_knobs(knobs)
         names = [k.name for k in knobs]
@@ -339,15 +343,17 @@ class KnobHyperUNet(ScaleSpaceHyperUNet):
                              "(e.g. {'name': 'phi', 'default': 0.5}), not the fixed phi argument.")
         if "phi" not in names and phi is None:
             raise ValueError("phi (the fixed resize factor) is required when 'phi' is not a knob.")
+        self._knob_spec = knobs  # read by _make_hypernetwork while the SSHN builds its hypernetwork
         super().__init__(
             spatial_dims, in_channels, out_channels, channels=channels, num_pools=num_pools,
             convs_per_stage=convs_per_stage, kernel_size=kernel_size, act=act, norm=norm, hyper_hidden=hyper_hidden,
             hyper_act=hyper_act, hyper_init_scale=hyper_init_scale, phi=phi, phi_prior=None, mode=mode,
+            hyper_head=hyper_head, hyper_rank=hyper_rank, hyper_chunk_size=hyper_chunk_size,
         )
-        # the SSHN built a hypernetwork of phi; replace it by one of the knobs (same output layout)
-        self.hyper = KnobHypernetwork(self.hyper.out_features, knobs, hidden=hyper_hidden, act=hyper_act,
-                                      init_scale=hyper_init_scale)
-        self.reset_parameters()
+
+    def _make_hypernetwork(self, out_features: int, **kwargs) -> "KnobHypernetwork":
+        """A hypernetwork of the knobs (same output layout as the SSHN's of phi)."""
+        return KnobHypernetwork(out_features, self._knob_spec, **kwargs)
 
     @property
     def knobs(self) -> Tuple[Knob, ...]:

@@ -123,10 +123,14 @@ class ScaleSpaceHyperUNet(_PhiConditioned):
         self.convs: List[PredictedConv] = [m for m in self.primary.modules() if isinstance(m, PredictedConv)]
         total = self._attach(self.convs)
         segments = [n for conv in self.convs for _, n, _, _ in conv.init_slices(1.0)]  # each weight, each bias
-        self.hyper = PhiHypernetwork(total, hidden=hyper_hidden, act=hyper_act, init_scale=hyper_init_scale,
-                                     head=hyper_head, rank=hyper_rank, chunk_size=hyper_chunk_size,
-                                     segments=segments)
+        self.hyper = self._make_hypernetwork(total, hidden=hyper_hidden, act=hyper_act, init_scale=hyper_init_scale,
+                                             head=hyper_head, rank=hyper_rank, chunk_size=hyper_chunk_size,
+                                             segments=segments)
         self.reset_parameters()
+
+    def _make_hypernetwork(self, out_features: int, **kwargs) -> PhiHypernetwork:
+        """The hypernetwork of ``out_features`` primary parameters (a subclass conditions it on other inputs)."""
+        return PhiHypernetwork(out_features, **kwargs)
 
     @property
     def num_primary_params(self) -> int:
