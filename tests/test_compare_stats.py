@@ -273,3 +273,14 @@ def test_direction_verdict_and_paper_table_columns():
                      extra={"vs ref": {"a": "+0.1"}, "P(rank 1)": {}})
     head, _, line = md.strip().splitlines()
     assert head.endswith("| vs ref | P(rank 1) |") and line.endswith("| +0.1 | n/a |")
+
+
+def test_wilcoxon_text():
+    from monai_hyperconv.compare.experiments import wilcoxon_text
+
+    row = {"n_cases": 16, "diff_mean": 0.1234, "diff_ci_low": -0.0456, "diff_ci_high": 0.25, "p_wilcoxon": 0.0123}
+    assert wilcoxon_text(row) == "+0.123 [-0.046, +0.250], p = 0.012"
+    assert wilcoxon_text(row, digits=2, show_n=True) == "+0.12 [-0.05, +0.25], p = 0.012 (n = 16)"
+    assert wilcoxon_text({**row, "p_wilcoxon": 0.0004}).endswith("p < 0.001")
+    assert wilcoxon_text({**row, "p_wilcoxon": None}).endswith("p = n/a")
+    assert wilcoxon_text(None) == wilcoxon_text({"diff_mean": None}) == "n/a"

@@ -22,7 +22,7 @@ from .report import fmt_pm
 from .settings import ComparisonError, ComparisonSettings, parse_assignments, settings_from_call
 
 __all__ = ["add_common_args", "grid_settings", "by_algorithm", "run_seeds", "across_seeds", "pm", "command_line",
-           "paper_table", "noise_curves", "write_summary", "paired_statistics", "paired_text", "noise_paired",
+           "paper_table", "noise_curves", "write_summary", "paired_statistics", "paired_text", "wilcoxon_text", "noise_paired",
            "direction_verdict"]
 
 
@@ -211,6 +211,18 @@ def paired_text(row: Mapping[str, Any] | None, higher_is_better: bool = True) ->
     if not row or row.get("diff_mean") is None:
         return "n/a"
     return f"{format_difference(row, higher_is_better)} (n = {row['n_cases']} cases)"
+
+
+def wilcoxon_text(row: Mapping[str, Any] | None, digits: int = 3, show_n: bool = False) -> str:
+    """``"+0.031 [+0.012, +0.050], p = 0.004"`` for a :func:`noise_paired` row (unadjusted Wilcoxon p;
+    ``show_n``: `` (n = 16)``); "n/a" without a comparison."""
+    from .stats import _fmt_p
+
+    if not row or row.get("diff_mean") is None:
+        return "n/a"
+    p = row.get("p_wilcoxon")
+    return (f"{row['diff_mean']:+.{digits}f} [{row['diff_ci_low']:+.{digits}f}, {row['diff_ci_high']:+.{digits}f}], "
+            + ("p = n/a" if p is None else _fmt_p(p)) + (f" (n = {row['n_cases']})" if show_n else ""))
 
 
 def direction_verdict(row: Mapping[str, Any] | None, paper_sign: float, alpha: float = 0.05) -> str:

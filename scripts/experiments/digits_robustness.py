@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 from monai_hyperconv.bundle import write_csv
 from monai_hyperconv.compare import experiment_report, run_comparison
 from monai_hyperconv.compare.experiments import (add_common_args, by_algorithm, command_line, grid_settings, noise_curves,
-                                                  noise_paired, pm, write_summary)
+                                                  noise_paired, pm, wilcoxon_text, write_summary)
 from monai_hyperconv.utils import atomic_write
 
 NAME = "digits_robustness"
@@ -33,20 +33,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _paired(r: dict | None) -> str:
-    if not r or r.get("diff_mean") is None:
-        return "n/a"
-    p = r["p_wilcoxon"]
-    return (f"{r['diff_mean']:+.3f} [{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}], "
-            + ("p = n/a" if p is None else ("p < 0.001" if p < 0.001 else f"p = {p:.3f}")) + f" (n = {r['n_cases']})")
-
-
 def _verdict(stats: dict) -> str:
     """The blog's claim (the hyper-CNN's accuracy falls less with noise), paired: the change of the
     hyper - plain gap from clean to the strongest level, per noise type, significant at p < 0.05 or not."""
     parts, grows, shrinks = [], [], []
     for kind, g in stats["growth"].items():
-        parts.append(f"{kind} {_paired(g)}")
+        parts.append(f"{kind} {wilcoxon_text(g, show_n=True)}")
         if g["diff_mean"] is not None and g["p_wilcoxon"] is not None and g["p_wilcoxon"] < 0.05:
             (grows if g["diff_mean"] > 0 else shrinks).append(kind)
     if not parts:
@@ -84,7 +76,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                 r = next(x for x in rows if x["method"] == m and x["noise"] == noise and x["level"] == lv)
                 cells.append("n/a" if r["accuracy_mean"] is None else f"{r['accuracy_mean']:.3f}"
                              + (f" ± {r['accuracy_std']:.3f}" if r["accuracy_std"] is not None else ""))
-            lines.append(f"| {noise} | {lv} | " + " | ".join(cells) + f" | {_paired(by_level.get((noise, lv)))} |")
+            lines.append(f"| {noise} | {lv} | " + " | ".join(cells) + f" | {wilcoxon_text(by_level.get((noise, lv)), show_n=True)} |")
     lines += ["", "| method | params | clean test accuracy |", "|---|---|---|"]
     for m, algo in ALGORITHMS.items():
         a = lb.get(algo)

@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 from monai_hyperconv.bundle import write_csv
 from monai_hyperconv.compare import experiment_report, run_comparison
 from monai_hyperconv.compare.experiments import (add_common_args, command_line, grid_settings, noise_curves, noise_paired,
-                                                  write_summary)
+                                                  wilcoxon_text, write_summary)
 from monai_hyperconv.utils import atomic_write
 
 NAME = "noise_robustness"
@@ -34,14 +34,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _paired(r: dict | None) -> str:
-    if not r or r.get("diff_mean") is None:
-        return "n/a"
-    p = r["p_wilcoxon"]
-    return (f"{r['diff_mean']:+.3f} [{r['diff_ci_low']:+.3f}, {r['diff_ci_high']:+.3f}], "
-            + ("p = n/a" if p is None else ("p < 0.001" if p < 0.001 else f"p = {p:.3f}")))
-
-
 def paragraph(stats: dict, n_seeds: int, n_folds: int) -> str:
     """The report's finding: the paired Hyper-UNet - UNet gap per noise type, clean vs strongest level,
     and whether its growth (the paper's claim) is significant at p < 0.05."""
@@ -52,8 +44,8 @@ def paragraph(stats: dict, n_seeds: int, n_folds: int) -> str:
     for kind, g in stats["growth_mean"].items():
         ks = [lv for (n, lv) in levels if n == kind]
         clean, strong = levels[(kind, ks[0])], levels[(kind, ks[-1])]
-        parts.append(f"{kind}: {_paired(clean)} clean, {_paired(strong)} at level {ks[-1]}; mean gap over the "
-                     f"noisy levels minus the clean gap {_paired(g)}")
+        parts.append(f"{kind}: {wilcoxon_text(clean)} clean, {wilcoxon_text(strong)} at level {ks[-1]}; mean gap over the "
+                     f"noisy levels minus the clean gap {wilcoxon_text(g)}")
         if g["diff_mean"] is not None and g["p_wilcoxon"] is not None and g["p_wilcoxon"] < 0.05:
             (grows if g["diff_mean"] > 0 else shrinks).append(kind)
     n = next(iter(stats["growth_mean"].values()))["n_cases"]
@@ -101,7 +93,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                     for a in ALGORITHMS.values()]
             cells = ["n/a" if v["dice_mean"] is None else f"{v['dice_mean']:.3f}" +
                      (f" ± {v['dice_std']:.3f}" if v["dice_std"] is not None else "") for v in vals]
-            lines.append(f"| {noise} | {lv} | " + " | ".join(cells) + f" | {_paired(by_level.get((noise, lv)))} |")
+            lines.append(f"| {noise} | {lv} | " + " | ".join(cells) + f" | {wilcoxon_text(by_level.get((noise, lv)))} |")
     md_path = atomic_write(out / "noise_robustness.md", lambda p: Path(p).write_text("\n".join(lines) + "\n"))
     fig = res["paths"].get("robustness")
     para = paragraph(stats, len(settings.seed_list), args.folds)
