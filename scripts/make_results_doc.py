@@ -116,13 +116,10 @@ def update(experiments_dir: Path, out: Path, stale: dict, skipped: Optional[list
     summaries = sorted(experiments_dir.glob("*/summary.json"))
     if not summaries:
         raise FileNotFoundError(f"{experiments_dir}: no <experiment>/summary.json; run scripts/experiments/*.py first.")
-    new = {}
-    for p in summaries:
-        r = read_report(p)
-        new[r["title"]] = "\n".join(_section(r, out.parent / "figures", out, skipped)).rstrip() + "\n"
+    reports = [read_report(p) for p in summaries]
+    new = {r["title"]: "\n".join(_section(r, out.parent / "figures", out, skipped)).rstrip() + "\n" for r in reports}
     text = replace_sections(out.read_text(encoding="utf-8"), new, stale)
-    for p in summaries:  # the index row of each regenerated section (its papers and scale may have changed)
-        r = read_report(p)
+    for r in reports:  # the index row of each regenerated section (its papers and scale may have changed)
         head = f"| [{r['title']}](#{_anchor(r['title'])}) |"
         row = f"{head} {r['papers']} | {r['scale'].split(';')[0]} |"
         text = "\n".join(row if line.startswith(head) else line for line in text.split("\n"))
