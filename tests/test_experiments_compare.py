@@ -77,6 +77,12 @@ def test_kernel_grid_smoke(tmp_path):
     assert float(table[0]["test_dice_mean"]) == pytest.approx(rows[0]["test_dice_mean"], abs=1e-6)
     rep = check_report(tmp_path, "kernel_grid")
     assert "1 seed per cell" in rep["paragraph"]
+    # the plain-kernel control: same network with stored kxk kernels, whose parameters grow with k
+    ctrl = res["plain_control"]
+    assert [(c["kernel_size"], c["algorithm"]) for c in ctrl] == [(k, f"unet:kernel_size={k}") for k in (3, 5, 7)]
+    assert ctrl[0]["params"] < ctrl[1]["params"] < ctrl[2]["params"]
+    assert "Control: the same network with stored (plain) kernels" in (tmp_path / "kernel_grid.md").read_text()
+    assert "stored kxk kernels" in rep["paragraph"]
 
 
 def test_noise_robustness_smoke(tmp_path):
