@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a scale-space hypernetwork and Fixed UNets on MONAI synthetic images; print the Pareto table.
 
-Paper 002 in miniature: one SSHN (phi ~ U(0, 0.5) during training) is swept over phi = 0.05..0.50
+Gonzalez Ortiz et al. 2023 in miniature: one SSHN (phi ~ U(0, 0.5) during training) is swept over phi = 0.05..0.50
 (step 0.01) without retraining, against Fixed UNets each trained at one phi. Writes CSV and PNG
 (metric vs inference GFLOPs, as the paper's Fig. 7) to ``--out-dir`` and prints Markdown.
 

@@ -1,4 +1,4 @@
-"""``--smoke`` runs of the comparison-based experiment scripts (papers 000/001, blog 003)."""
+"""``--smoke`` runs of the comparison-based experiment scripts (Ma et al. 2022 and its journal extension, Karmann blog)."""
 
 from __future__ import annotations
 

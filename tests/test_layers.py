@@ -349,7 +349,7 @@ def one_thread():
 @pytest.mark.parametrize("cls,kw,tol", [(AdaptiveConv, {}, {"blur": 0.01, "sobel": 0.01}),
                                         (HyperConv, {"n_l": 8}, {"blur": 0.1, "sobel": 0.03})])
 def test_single_9x9_layer_learns_image_filter(filt, cls, kw, tol, one_thread):
-    """Paper 004 Fig 4: one 9x9 generated conv learns a Gaussian blur / Sobel filter from image pairs.
+    """Tek et al. 2020, Fig 4: one 9x9 generated conv learns a Gaussian blur / Sobel filter from image pairs.
 
     Relative MSE (MSE / Var(target)); predicting zero scores 1.0. The hyper-conv's smooth,
     low-capacity kernel space fits the blur less tightly from random init (~0.08). With equalised

@@ -1,4 +1,4 @@
-"""Scale-space hypernetworks (paper 002): resizing, the primary UNet, SSHN, materialising, baselines."""
+"""Scale-space hypernetworks (Gonzalez Ortiz et al. 2023): resizing, the primary UNet, SSHN, materialising, baselines."""
 
 import copy
 import threading

@@ -1,4 +1,4 @@
-"""k-space masks and retrospective under-sampling (paper 001 §4.4)."""
+"""k-space masks and retrospective under-sampling (Ma et al. (journal extension) §4.4)."""
 
 
 import numpy as np

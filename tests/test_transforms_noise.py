@@ -1,4 +1,4 @@
-"""Noise corruptions (paper 001 §4.3, Fig 6; blog): statistics at a given level."""
+"""Noise corruptions (Ma et al. (journal extension) §4.3, Fig 6; blog): statistics at a given level."""
 
 import numpy as np
 import pytest

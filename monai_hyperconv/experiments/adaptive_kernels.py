@@ -361,7 +361,7 @@ def run_filters(args: Namespace, device: torch.device, out: str) -> Dict[str, An
     paths = {
         "csv": write_csv(rows, os.path.join(out, "filters.csv"), FILTERS_COLUMNS),
         "md": write_markdown(md_rows, os.path.join(out, "filters.md"),
-                             title="Learning image-processing filters: CONV vs ACONV 9x9 (paper 004 Fig 4)",
+                             title="Learning image-processing filters: CONV vs ACONV 9x9 (Tek et al. 2020 Fig 4)",
                              columns=["filter", "method", "initial_mse", "final_mse", "kernel_rel_error", "sigma"],
                              digits=6,
                              notes=(f"Scale: {scale}. The input is mean-subtracted: with its mean (~0.4 on 81 taps) "
@@ -528,7 +528,7 @@ def run_classify(args: Namespace, device: torch.device, out: str, data_dir: str,
         "csv": write_csv(rows, os.path.join(out, "classify.csv"), CLASSIFY_COLUMNS),
         "runs_csv": write_csv(runs, os.path.join(out, "classify_runs.csv"), CLASSIFY_RUN_COLUMNS),
         "md": write_markdown(md_rows, os.path.join(out, "classify.md"),
-                             title="Simple CNN and ResNet, CONV vs ACONV at kernel sizes 3-9 (paper 004 Tables 2-3)",
+                             title="Simple CNN and ResNet, CONV vs ACONV at kernel sizes 3-9 (Tek et al. 2020 Tables 2-3)",
                              columns=["net", "conv", "kernel_size", "test_acc", "peak_acc", "params", "gflops"],
                              notes=(f"Scale: {scale}. `test_acc` = accuracy on the test split after the last epoch, "
                                     "`peak_acc` = best test accuracy over the epochs (the paper's Algorithm 1), "
@@ -676,7 +676,7 @@ def run_trimap(args: Namespace, device: torch.device, out: str, data_dir: str,
         "csv": write_csv(rows, os.path.join(out, "trimap.csv"), cols),
         "runs_csv": write_csv(runs, os.path.join(out, "trimap_runs.csv")),
         "md": write_markdown(md_rows, os.path.join(out, "trimap.md"),
-                             title="Tri-map U-Net: 7x7 adaptive first layer vs 3x3 / 7x7 plain (paper 004 §4.4)",
+                             title="Tri-map U-Net: 7x7 adaptive first layer vs 3x3 / 7x7 plain (Tek et al. 2020 §4.4)",
                              notes=(f"Scale: {scale}. Test Dice per class (per image, then averaged; an empty "
                                     "prediction of an absent class counts 1), mean over the classes, and pixel "
                                     "accuracy (the paper's metric); mean ± std over seeds.")),
@@ -709,7 +709,7 @@ def _plot_trimap(rows, runs, names, path):
     lo = min(r[g] for r in rows for g in groups)
     ax.set_ylim(max(0.0, lo - 0.1), 1.0)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(rows), frameon=False)
-    ax.set_title("Tri-map U-Net first layer (paper 004 §4.4)")
+    ax.set_title("Tri-map U-Net first layer (Tek et al. 2020 §4.4)")
     fig.tight_layout()
     return _savefig(fig, path)
 

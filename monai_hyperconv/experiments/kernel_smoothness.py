@@ -235,7 +235,7 @@ def _paragraph(summary: List[Dict[str, Any]]) -> str:
     by = {s["model"]: s for s in summary}
     u, h8, h24 = by["unet5"], by["hyper_unet_nl8"], by["hyper_unet_nl24"]
     smoother = [s["label"] for s in (h8, h24) if s["laplacian_rel"] < u["laplacian_rel"]]
-    text = ("Paper 000 (Fig 7) finds the 5x5 kernels learned by Hyper-UNets (N_L = 8 and 24) markedly smoother "
+    text = ("Ma et al. 2022 (Fig 7) find the 5x5 kernels learned by Hyper-UNets (N_L = 8 and 24) markedly smoother "
             "(lower mean |Laplacian|) than the UNet's, and (Fig 8) that hyper-networks can fit the UNet's kernels "
             "closely, so the smoothness comes from learning dynamics rather than limited capacity. We measure the "
             f"scale-free mean |Laplacian| / mean |weight| at {_fmt(u['laplacian_rel'], 3)} for the UNet 5x5 vs "
@@ -338,7 +338,7 @@ def run(args: Namespace, command: str) -> Dict[str, Any]:
     paths["summary_table"] = atomic_write_text(os.path.join(out, "smoothness_summary.md"),
                                                "\n".join(l for l in head.splitlines() if l.startswith("|")) + "\n")
     report = experiment_report(
-        NAME, "Kernel smoothness and kernel fitting", "paper 000 Figs 7-8, paper 001 Figs 10-11",
+        NAME, "Kernel smoothness and kernel fitting", "Ma et al. 2022 Figs 7-8, Ma et al. (journal extension) Figs 10-11",
         cfg["command"], (f"{'smoke: ' if args.smoke else ''}{data_desc}; {len(x_tr)} training images of "
                          f"{args.size}x{args.size}, first width {args.channels}, {args.iters} iterations; CPU"),
         _paragraph(summary), tables=[paths["summary_table"]], figures=list(pngs.values()),

@@ -278,7 +278,7 @@ def plot_dice_vs_phi(seg_rows: List[Dict[str, Any]], path: str) -> str:
                 ax.fill_between(p, d - s, d + s, color=line.get_color(), alpha=0.12)
         ax.set_xlabel("rescaling factor phi")
         ax.set_ylabel("test Dice (mean over foreground labels)")
-        ax.set_title("Dice vs phi (paper 002 Fig 3)")
+        ax.set_title("Dice vs phi (Gonzalez Ortiz et al. 2023 Fig 3)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
 
@@ -337,7 +337,7 @@ def plot_transfer(rows: List[Dict[str, Any]], path: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- report
 def build_paragraph(n: Dict[str, Any], smoke: bool) -> str:
-    """The honest comparison with Gonzalez Ortiz et al. (paper 002 in the report), from the measured numbers only."""
+    """The honest comparison with Gonzalez Ortiz et al. (Gonzalez Ortiz et al. 2023 in the report), from the measured numbers only."""
     t5 = PAPER["table5_oasis"]
     best = n["best_dice"]
     order = sorted(best, key=best.get, reverse=True)
@@ -346,7 +346,7 @@ def build_paragraph(n: Dict[str, Any], smoke: bool) -> str:
     if smoke:
         s.append("SMOKE RUN (a few training steps): the numbers only check the pipeline and say nothing about the paper.")
     s.append(
-        f"Paper 002 reports that 'in all settings the SSHN model outperforms the individually trained models (Fixed), "
+        f"Gonzalez Ortiz et al. 2023 report that 'in all settings the SSHN model outperforms the individually trained models (Fixed), "
         f"whereas the other dynamic resizing baselines fail to meaningfully improve upon them' (Table 5, OASIS test Dice: "
         f"SSHN {t5['SSHN']}, Fixed {t5['Fixed']}, FiLM {t5['FiLM']}, Stochastic {t5['Stochastic']}). Here, at demo scale "
         f"(one seed, {n['steps']} steps per model), the best test Dice over phi is "
@@ -676,7 +676,7 @@ def run(args: Namespace, command: str) -> Dict[str, Any]:
                             "Weight transferability: test Dice by evaluation phi (Fig 9)",
                             "T-SSHN: SSHN weights materialised at phi0, run at phi; T-Fixed: the Fixed UNet trained at phi0, "
                             "run at phi; SSHN: the hypernetwork's weights for each phi."),
-        "methods": (method_rows, METHOD_COLUMNS, "Methods (paper 002 Table 5 style): best test Dice over phi",
+        "methods": (method_rows, METHOD_COLUMNS, "Methods (Gonzalez Ortiz et al. 2023 Table 5 style): best test Dice over phi",
                     "best_*: the phi of highest test Dice; mean_dice_fixed_grid: mean over the phis where Fixed UNets were "
                     "trained; cheap_*: the cheapest phi within 0.01 Dice of the best (`choose_phi`). GFLOPs: one "
                     "materialised network on one image (`count_flops`, convs only)."),
@@ -704,12 +704,12 @@ def run(args: Namespace, command: str) -> Dict[str, Any]:
                                                 notes=(notes + "\n\n" if notes else "") + f"Scale: {scale}.", digits=4)
     paths["png"]["dice_vs_phi"] = plot_dice_vs_phi(seg_rows, P("dice_vs_phi.png"))
     paths["png"]["pareto"] = plot_pareto({m: by[m] for m in METHODS}, P("pareto.png"), metric="dice_mean",
-                                         title="Dice vs inference GFLOPs (paper 002 Fig 7)")
+                                         title="Dice vs inference GFLOPs (Gonzalez Ortiz et al. 2023 Fig 7)")
     paths["png"]["prior_width"] = plot_prior_width(prior_rows, prior_summary, fixed05, P("prior_width.png"))
     paths["png"]["transfer"] = plot_transfer(transfer_rows, P("transfer.png"))
     paths["png"]["registration_pareto"] = plot_pareto(
         {m: [r for r in reg_rows if r["method"] == m] for m in ("SSHN", "Fixed")}, P("registration_pareto.png"),
-        metric="dice_mean", title="Registration: label Dice vs GFLOPs (paper 002 Fig 6)")
+        metric="dice_mean", title="Registration: label Dice vs GFLOPs (Gonzalez Ortiz et al. 2023 Fig 6)")
 
     # ------------------------------------------------------------------ numbers + report
     mr = {r["method"]: r for r in method_rows}

@@ -31,7 +31,7 @@ from monai_hyperconv.utils import atomic_write
 NAME = "paper_tables"
 DEFAULT_OUT = f"outputs/experiments/{NAME}"
 
-# (label, algorithm, paper 001 numbers)
+# (label, algorithm, Ma et al. (journal extension) numbers)
 LIVER = [
     ("UNet 3x3", "unet", {"train": 0.931, "test": 0.651, "params": 2.1}),
     ("UNet 5x5", "unet5", {"train": 0.942, "test": 0.639, "params": 5.3}),
