@@ -5,7 +5,7 @@ dictionary versions, ``Rand...`` randomizable forms, MetaTensor-preserving).
   zero-filled reconstruction, k-space Gaussian noise (Ma et al., journal extension, §4.4, Fig 8).
 * noise: salt-and-pepper, speckle, fixed-level Gaussian (Ma et al., journal extension, §4.3, Fig 6; Karmann's blog).
 * fusion: intersection / union / majority of raters' masks (MS lesions).
-* slicing: 3-D volume <-> 2-D slices; slice-wise inference with MONAI's ``SliceInferer``.
+* slicing: 3-D volume <-> 2-D slices; per-slice transforms; slice-wise inference with MONAI's ``SliceInferer``.
 * presets: the papers' pre-processing chains from MONAI's own transforms.
 """
 
@@ -47,7 +47,15 @@ from .presets import (
     liver_ct_preprocessing,
     ms_mri_preprocessing,
 )
-from .slicing import SlicesToVolume, VolumeToSlices, VolumeToSlicesd, orthogonal_slice_inference, slice_inference
+from .slicing import (
+    SlicesToVolume,
+    SliceWise,
+    SliceWised,
+    VolumeToSlices,
+    VolumeToSlicesd,
+    orthogonal_slice_inference,
+    slice_inference,
+)
 
 __all__ = [
     "SaveLikeInputd", "SaveInInputGeometryd", "AddSliceAxisd", "DropSliceAxisd", "SplitRegistrationOutputd",
@@ -61,7 +69,7 @@ __all__ = [
     # fusion
     "FUSION_MODES", "fuse_masks", "FuseLabels", "FuseLabelsd",
     # slicing
-    "VolumeToSlices", "SlicesToVolume", "VolumeToSlicesd", "slice_inference", "orthogonal_slice_inference",
+    "VolumeToSlices", "SlicesToVolume", "VolumeToSlicesd", "SliceWise", "SliceWised", "slice_inference", "orthogonal_slice_inference",
     # presets
     "LIVER_HU_WINDOW", "MS_CROP_SIZE", "hu_window", "liver_ct_preprocessing", "ms_mri_preprocessing",
     "brain_recon_preprocessing",

@@ -4,6 +4,8 @@ The liver task trains a 2-D network on axial slices (Ma et al., journal extensio
 uses slices along all three orthogonal planes (Ma et al. 2022). Training extracts slices with
 :class:`VolumeToSlices` / :class:`VolumeToSlicesd`; inference stitches 2-D predictions back
 with MONAI's ``SliceInferer`` (:func:`slice_inference`, :func:`orthogonal_slice_inference`).
+:class:`SliceWise` / :class:`SliceWised` apply a per-image transform (e.g. min-max intensity scaling) to
+each slice of a volume on its own, so a 2-D bundle's preprocessing of a stack equals that of its slices.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.inferers import SliceInferer
+from monai.transforms.inverse import InvertibleTransform
 from monai.transforms.transform import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
@@ -24,6 +27,8 @@ __all__ = [
     "VolumeToSlices",
     "SlicesToVolume",
     "VolumeToSlicesd",
+    "SliceWise",
+    "SliceWised",
     "slice_inference",
     "orthogonal_slice_inference",
 ]
@@ -165,6 +170,76 @@ class VolumeToSlicesd(MapTransform):
             item["slice_index"] = i
             out.append(item)
         return out
+
+
+class SliceWise(Transform):
+    """Apply an array transform to each slice of a channel-first volume on its own.
+
+    ``(C, H, W, D)`` -> the slices ``(C, H, W)`` along spatial ``axis`` go through ``transform`` one
+    by one and are stacked back; a 2-D image ``(C, H, W)`` is one slice. So a 2-D bundle that
+    scales each image to [0, 1] (``ScaleIntensity``) scales each slice of a stack as it would scale
+    that slice given alone (a whole-volume min/max would not). The output keeps the input's
+    metadata and applied operations. Only for transforms that keep the slice's shape and geometry
+    and are not inverted (intensity transforms): invertible ones (resizing, cropping) are refused,
+    as their inverse would not be tracked; apply those to the volume (e.g. ``Resized`` to
+    ``[h, w, -1]``).
+
+    Args:
+        transform: the 2-D array transform (callable on a ``(C, H, W)`` tensor).
+        axis: spatial axis along which the volume is sliced (2: the last).
+
+    Raises:
+        TypeError: for an invertible ``transform``.
+        ValueError: for an input that is neither ``(C, H, W)`` nor ``(C, H, W, D)``.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, transform: Callable[[torch.Tensor], NdarrayOrTensor], axis: int = 2) -> None:
+        if isinstance(transform, InvertibleTransform):
+            raise TypeError(f"SliceWise: transform {type(transform).__name__} is invertible; its inverse would not be "
+                            f"tracked slice by slice: apply it to the whole volume instead.")
+        if not callable(transform):
+            raise TypeError(f"SliceWise: transform must be callable, got {type(transform).__name__}.")
+        self.transform = transform
+        self.axis = axis
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        x = convert_to_tensor(img, track_meta=False)
+        if x.ndim == 3:
+            out = convert_to_tensor(self.transform(x), track_meta=False)
+        elif x.ndim == 4:
+            ax = 1 + self.axis % 3
+            out = torch.stack([convert_to_tensor(self.transform(s), track_meta=False) for s in x.unbind(ax)], ax)
+        else:
+            raise ValueError(f"SliceWise: expected a channel-first 2-D image (C,H,W) or volume (C,H,W,D), got shape "
+                             f"{tuple(x.shape)}.")
+        res, *_ = convert_to_dst_type(out, img, dtype=out.dtype)
+        return res
+
+
+class SliceWised(MapTransform):
+    """Dictionary version of :class:`SliceWise`.
+
+    Args:
+        keys: image keys.
+        transform: the 2-D array transform applied to each slice.
+        axis: spatial axis along which the volumes are sliced.
+        allow_missing_keys: don't raise on missing keys.
+    """
+
+    backend = SliceWise.backend
+
+    def __init__(self, keys: KeysCollection, transform: Callable[[torch.Tensor], NdarrayOrTensor], axis: int = 2,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.slicewise = SliceWise(transform, axis)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.slicewise(d[key])
+        return d
 
 
 def slice_inference(
