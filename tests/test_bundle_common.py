@@ -283,3 +283,29 @@ def test_result_writers(tmp_path):
     plot_curves([0, 0.1], {"acc": [0.9, 0.75]}, tmp_path / "c.png", xlabel="level")
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _no_tmp_files(tmp_path)
+
+
+def test_curves_put_metrics_of_another_scale_on_a_second_axis(tmp_path, monkeypatch):
+    from monai_hyperconv.bundle.results import split_axes
+
+    nan = float("nan")
+    # reconstruction: an MSE loss of ~0.01 next to a PSNR of ~20 dB -> the PSNR moves right
+    recon = {"train_loss": [0.0107, 0.0074], "val_psnr": [nan, 21.1], "val_ssim": [nan, 0.61]}
+    assert split_axes(recon) == (["train_loss"], ["val_psnr", "val_ssim"])
+    # segmentation: Dice loss and Dice share the [0, 1] scale -> one axis
+    seg = {"train_loss": [1.0, 0.45], "val_mean_dice": [0.0, 0.5]}
+    assert split_axes(seg) == (["train_loss", "val_mean_dice"], [])
+    assert split_axes({"train_loss": [nan, nan], "val_psnr": [20.0]}) == (["train_loss", "val_psnr"], [])
+    assert split_axes({"val_psnr": [20.0]}) == (["val_psnr"], [])
+    # the plot draws the right-hand series against a twin axis
+    import matplotlib.axes
+
+    drawn = []
+    orig = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda self, *a, **k: drawn.append((id(self), k["label"])) or orig(self, *a, **k))
+    plot_curves([1, 2], recon, tmp_path / "c.png", right=["val_psnr", "val_ssim"])
+    axes = {label: ax for ax, label in drawn}
+    assert axes["val_psnr"] == axes["val_ssim"] != axes["train_loss"]
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="val_dice"):
+        plot_curves([1, 2], recon, tmp_path / "d.png", right=["val_dice"])

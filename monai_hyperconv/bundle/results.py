@@ -23,7 +23,7 @@ from ..utils import atomic_write
 from .distributed import is_main_process
 
 __all__ = ["atomic_write_text", "atomic_write_bytes", "write_csv", "markdown_table", "write_markdown", "write_json",
-           "plot_curves", "TrainingCurves", "EvaluationReport"]
+           "plot_curves", "split_axes", "TrainingCurves", "EvaluationReport"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +75,32 @@ def write_markdown(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, t
     return atomic_write_text(path, text)
 
 
+def split_axes(series: Mapping[str, Sequence[float]], ratio: float = 10.0) -> tuple[list[str], list[str]]:
+    """Which curves share the left axis and which go on a right one: losses (names containing
+    ``loss``) stay left; the other series move right when their largest magnitude differs from the
+    losses' by more than ``ratio`` (e.g. a PSNR of ~20 dB next to an MSE of ~0.01, which would draw
+    the loss as a flat line at zero).
+
+    Returns:
+        ``(left, right)`` series names, in their order; ``right`` is empty when one axis suffices.
+    """
+    def peak(names):
+        vals = [abs(float(v)) for n in names for v in series[n] if v is not None and math.isfinite(float(v))]
+        return max(vals) if vals else None
+
+    losses = [n for n in series if "loss" in n]
+    others = [n for n in series if n not in losses]
+    lp, op = peak(losses), peak(others)
+    if not losses or not others or not lp or not op or max(lp, op) / min(lp, op) <= ratio:
+        return list(series), []
+    return losses, others
+
+
 def plot_curves(x: Sequence[float], series: Mapping[str, Sequence[float]], path: str | os.PathLike,
-                xlabel: str = "epoch", ylabel: str = "", title: str | None = None, logx: bool = False) -> str:
-    """Line plot of several series over ``x`` as PNG (Agg backend, no display needed)."""
+                xlabel: str = "epoch", ylabel: str = "", title: str | None = None, logx: bool = False,
+                right: Sequence[str] = (), right_label: str = "") -> str:
+    """Line plot of several series over ``x`` as PNG (Agg backend, no display needed); the series
+    named in ``right`` are drawn against a second y-axis on the right (see :func:`split_axes`)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -85,11 +108,19 @@ def plot_curves(x: Sequence[float], series: Mapping[str, Sequence[float]], path:
 
     fig = Figure(figsize=(6, 4), dpi=100)
     ax = fig.subplots()
-    for name, ys in series.items():
+    unknown = [n for n in right if n not in series]
+    if unknown:
+        raise ValueError(f"plot_curves: right={unknown} names no series (series: {list(series)})")
+    ax2 = ax.twinx() if right else None
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, ys) in enumerate(series.items()):
         xs = list(x)[: len(ys)]
         pts = [(a, b) for a, b in zip(xs, ys) if b is not None and not (isinstance(b, float) and math.isnan(b))]
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=name)
+            (ax2 if name in right else ax).plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3,
+                                                 label=name, color=colors[i % len(colors)])
+    if ax2 is not None:
+        ax2.set_ylabel(right_label or ", ".join(right))
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
@@ -98,7 +129,9 @@ def plot_curves(x: Sequence[float], series: Mapping[str, Sequence[float]], path:
         ax.set_title(title)
     ax.grid(True, alpha=0.3)
     if series:
-        ax.legend()
+        handles = [h for a in (ax, ax2) if a is not None for h in a.get_legend_handles_labels()[0]]
+        if handles:
+            ax.legend(handles=handles)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -169,7 +202,9 @@ class TrainingCurves:
         write_csv(self.history, self.output_dir / f"{self.prefix}_log.csv")
         epochs = [h["epoch"] for h in self.history]
         series = {k: [h.get(k, float("nan")) for h in self.history] for k in dict.fromkeys(k for h in self.history for k in h) if k != "epoch"}
-        plot_curves(epochs, series, self.output_dir / f"{self.prefix}_curves.png", ylabel="value", title=f"{self.prefix} curves")
+        left, right = split_axes(series)
+        plot_curves(epochs, series, self.output_dir / f"{self.prefix}_curves.png", ylabel=", ".join(left) if right else "value",
+                    title=f"{self.prefix} curves", right=right)
 
 
 class EvaluationReport:
